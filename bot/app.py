@@ -1,0 +1,206 @@
+"""Composition root: open resources, start the root tasks, shut down in order.
+
+Root tasks (Matrix sync, outbox sender) run in one TaskGroup: if one dies the
+others are cancelled and the error reaches the CLI, which exits non-zero so
+Kubernetes restarts the pod. Resources sit in an AsyncExitStack and close in
+reverse order of opening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from bot import __version__
+from bot.dispatcher import Dispatcher
+from bot.matrix.connection import NETWORK_ERRORS, HomeserverUnavailable, MatrixConnection, wait_or_stop
+from bot.matrix.power import RoomPowerLookup
+from bot.matrix.router import Router
+from bot.matrix.transport import NioTransport
+from bot.metrics import Metrics
+from bot.outbox import Outbox, OutboxSender
+from bot.render.templates import Templates
+from bot.scheduling import build_scheduler
+from bot.services import Services
+from bot.store.audit import AuditRepo
+from bot.store.database import Database
+from bot.store.handled import HandledEvents
+from bot.store.kv import KeyValueRepo
+from bot.webhooks.server import Health, build_http_app
+from commands import load_all
+from commands.registry import CommandRegistry, registry
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# What the start-up sync retries on: the homeserver being away, not bad credentials.
+_START_UP_ERRORS: tuple[type[BaseException], ...] = (HomeserverUnavailable, *NETWORK_ERRORS)
+
+# SIGTERM budget (Kubernetes waits 30 s; we aim for under 10 s in total).
+HANDLER_DRAIN_S = 4.0
+OUTBOX_FLUSH_S = 3.0
+HTTP_SHUTDOWN_S = 2.0
+
+
+class ReadyBot:
+    """One running bot. Tests start it in-process and look at its parts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        command_registry: CommandRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = Metrics()
+        self.health = Health()
+        self.ready = asyncio.Event()
+        self.http_port: int | None = None
+        if command_registry is None:
+            load_all()
+            command_registry = registry
+        self.registry = command_registry
+        self.started_at = clock()
+        # Set in run(); typed here so tests can reach them once `ready` is set.
+        self.db: Database
+        self.audit: AuditRepo
+        self.outbox: Outbox
+        self.connection: MatrixConnection
+        self.router: Router
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            self.db = await Database.open(self.settings.store.path, clock=self.clock)
+            stack.push_async_callback(self.db.close)
+            self.health.store_open = True
+            kv, audit, handled = KeyValueRepo(self.db), AuditRepo(self.db), HandledEvents(self.db)
+            self.audit = audit
+
+            self.connection = MatrixConnection(self.settings.matrix, kv, self.metrics)
+            stack.push_async_callback(self.connection.close)
+            sender = OutboxSender(
+                self.db, NioTransport(self.connection), self.settings.outbox, self.metrics, clock=self.clock
+            )
+            self.outbox = Outbox(self.db, clock=self.clock, on_enqueued=sender.wake)
+            services = Services(
+                settings=self.settings,
+                registry=self.registry,
+                outbox=self.outbox,
+                audit=audit,
+                templates=Templates(),
+                metrics=self.metrics,
+                clock=self.clock,
+                version=__version__,
+            )
+            dispatcher = Dispatcher(services, RoomPowerLookup(self.connection))
+            self.router = Router(
+                self.settings.matrix,
+                self.connection,
+                dispatcher,
+                handled,
+                audit,
+                self.metrics,
+                self.started_at,
+                self.clock,
+            )
+            await self._start_http(stack)
+            scheduler = build_scheduler(handled, self.clock)
+            scheduler.start()
+            stack.callback(scheduler.shutdown, wait=False)
+
+            sender_stop = asyncio.Event()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._matrix(stop), name="matrix")
+                group.create_task(sender.run(sender_stop), name="outbox-sender")
+                group.create_task(self._shutdown_when(stop, sender_stop), name="shutdown")
+            log.info("stopped")
+
+    async def _matrix(self, stop: asyncio.Event) -> None:
+        connection, router = self.connection, self.router
+        if not await connection.login_until_done(stop):
+            return
+        if not await self._first_sync(stop):
+            return
+        try:
+            await router.join_pending()
+        except NETWORK_ERRORS as error:
+            log.warning("joining rooms after start-up failed (%s); invites are retried on arrival", error)
+        connection.first_sync_done.set()
+        self.health.first_sync_done = True
+        self.metrics.ready.set(1)
+        self.ready.set()
+        log.info("ready: serving %d room(s)", len(router.allowed_rooms))
+        await connection.sync_loop(stop)
+
+    async def _first_sync(self, stop: asyncio.Event) -> bool:
+        """Resolve the rooms and make the start-up sync, retrying while the homeserver is away.
+
+        With a persisted token, events that arrived while we were away are
+        delivered now (reactions still count; commands are skipped by age), so
+        callbacks are registered first. Without one, the first sync is
+        history: callbacks are registered after it and nothing in it is acted on.
+        """
+        resuming = await self.connection.has_sync_token()
+        if resuming:
+            self.router.register()
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                await self.router.resolve_rooms()
+                await self.connection.first_sync()
+            except _START_UP_ERRORS as error:
+                log.warning("first sync failed (%s); retrying in %.0f s", error, delay)
+                if await wait_or_stop(stop, delay):
+                    return False
+                delay = min(delay * 2, 30.0)
+                continue
+            if not resuming:
+                self.router.register()
+            return True
+        return False
+
+    async def _shutdown_when(self, stop: asyncio.Event, sender_stop: asyncio.Event) -> None:
+        """On stop: let running handlers finish, give the outbox a moment to flush, stop the sender."""
+        await stop.wait()
+        await self.router.supervisor.drain(HANDLER_DRAIN_S)
+        deadline = self.clock() + OUTBOX_FLUSH_S
+        while self.connection.first_sync_done.is_set() and self.clock() < deadline:
+            if (await self.outbox.stats()).depth == 0:
+                break
+            await asyncio.sleep(0.05)
+        sender_stop.set()
+
+    async def _start_http(self, stack: contextlib.AsyncExitStack) -> None:
+        http = self.settings.http
+        app = build_http_app(
+            metrics=self.metrics,
+            health=self.health,
+            hook_tokens=http.hook_tokens,
+            hooks={},
+            max_body_bytes=http.max_body_bytes,
+            refresh_metrics=self._refresh_metrics,
+        )
+        runner = web.AppRunner(app, shutdown_timeout=HTTP_SHUTDOWN_S, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, http.host, http.port)
+        await site.start()
+        address = runner.addresses[0]
+        self.http_port = int(address[1])
+        log.info("http server on %s:%d", http.host, self.http_port)
+
+    async def _refresh_metrics(self) -> None:
+        stats = await self.outbox.stats()
+        self.metrics.outbox_depth.set(stats.depth)
+        self.metrics.outbox_oldest_age.set(stats.oldest_age_s)
+
+
+async def run_app(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    await ReadyBot(settings).run(stop or asyncio.Event())

@@ -1,0 +1,141 @@
+"""``readybot run | check-config | demo``, with exit codes an operator can act on.
+
+Exit codes: 0 clean stop; 1 the bot failed at run time (a root task died);
+2 bad command line; 69 Synapse missing for the demo; 77 the homeserver
+refused the bot's credentials; 78 the configuration is invalid (EX_CONFIG),
+or the store is newer than this version of the bot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from bot import __version__
+from bot.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69
+EXIT_NOPERM = 77
+EXIT_CONFIG = 78
+
+log = logging.getLogger("readybot")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command == "check-config":
+        return _check_config(args.config)
+    if args.command == "run":
+        return _run(args.config)
+    if args.command == "demo":
+        return _demo(args.workdir)
+    return EXIT_USAGE  # pragma: no cover - argparse refuses other values
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="readybot", description="ChatOps for Kubernetes, from Matrix.")
+    parser.add_argument("--version", action="version", version=f"readybot {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    default_config = os.environ.get("READYBOT_CONFIG")
+    for name, text in (("run", "run the bot"), ("check-config", "validate the configuration and exit")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument(
+            "-c",
+            "--config",
+            type=Path,
+            default=Path(default_config) if default_config else None,
+            help="YAML configuration file (default: $READYBOT_CONFIG)",
+        )
+    demo = sub.add_parser("demo", help="start a throwaway Synapse and run the bot against it")
+    demo.add_argument("--workdir", type=Path, default=None, help="keep the demo's state here")
+    return parser
+
+
+def _check_config(config: Path | None) -> int:
+    from config.loading import load_settings
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as error:
+        _print_problems(error)
+        return EXIT_CONFIG
+    rooms = len(settings.matrix.rooms)
+    print(
+        f"configuration OK: {settings.matrix.user_id} on {settings.matrix.homeserver}, "
+        f"{rooms} room(s), encryption {'on' if settings.matrix.encryption else 'off'}"
+    )
+    return EXIT_OK
+
+
+def _print_problems(error: ConfigError) -> None:
+    print("configuration invalid:", file=sys.stderr)
+    for problem in error.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def _run(config: Path | None) -> int:
+    from bot.app import ReadyBot
+    from bot.logging_setup import setup_logging
+    from bot.matrix.connection import LoginRefused
+    from bot.store.migrations import SchemaTooNewError
+    from config.loading import load_settings
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as error:
+        _print_problems(error)
+        return EXIT_CONFIG
+    setup_logging(settings.logging.level, settings.logging.format, settings.secret_values())
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await ReadyBot(settings).run(stop)
+
+    code = EXIT_OK
+    try:
+        asyncio.run(serve())
+    except* LoginRefused as group:
+        log.error("the homeserver refused the bot's credentials (%s)", group.exceptions[0])
+        code = EXIT_NOPERM
+    except* SchemaTooNewError as group:
+        log.error("%s", group.exceptions[0])
+        code = EXIT_CONFIG
+    except* Exception:
+        log.exception("readybot stopped on an error")
+        code = EXIT_FAILURE
+    return code
+
+
+def _demo(workdir: Path | None) -> int:
+    from bot.demo.run import run_demo
+    from bot.logging_setup import setup_logging
+
+    setup_logging("INFO", "text", [])
+
+    async def demo() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_demo(workdir, stop=stop)
+
+    return asyncio.run(demo())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""From a chat line to a reply: parse, check permission, run, answer, audit.
+
+This is the error boundary every command runs inside: a ``UserError`` is
+shown as it is, anything else is logged with a short reference and answered
+"internal error (ref …)" so no traceback ever reaches the room.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.errors import PermissionDenied, UsageError, UserError
+from bot.permissions import RoomPowerFacts, decide, effective_power_level
+from bot.render.message import Message
+from bot.services import CommandContext, Services
+from commands.registry import Command, Reply, UnknownCommand
+
+log = logging.getLogger(__name__)
+
+# Audited arguments are cut: they are for people reading the log, not replay.
+_MAX_AUDIT_ARGS = 500
+
+
+class PowerLookup(Protocol):
+    """Reads a room's power facts; only asked when a rule needs a power level."""
+
+    async def power_facts(self, room_id: str) -> RoomPowerFacts: ...
+
+
+@dataclass(frozen=True)
+class IncomingCommand:
+    sender: str
+    room_id: str
+    event_id: str
+    body: str
+    sent_at: float
+
+
+class Dispatcher:
+    def __init__(self, services: Services, power: PowerLookup) -> None:
+        self._services = services
+        self._power = power
+
+    async def handle(self, incoming: IncomingCommand) -> None:
+        prefix = self._services.settings.matrix.command_prefix
+        try:
+            invocation = self._services.registry.parse(incoming.body, prefix)
+        except UnknownCommand as unknown:
+            await self._answer(
+                incoming,
+                Message(f"Unknown command `{prefix}{unknown.name}`. Send `{prefix}help` for the list."),
+            )
+            self._finish(incoming, "unknown", "unknown", args=incoming.body)
+            await self._audit(incoming, "command:unknown", "unknown", args=incoming.body)
+            return
+        except UsageError as error:
+            await self._answer(incoming, Message(f"⚠️ {error}"))
+            await self._audit(incoming, "command:unparsed", "usage", args=incoming.body)
+            return
+        if invocation is None:
+            return
+        cmd = invocation.command
+        args_text = " ".join(invocation.words)
+        outcome, detail, reply = await self._run(cmd, invocation.words, incoming)
+        if reply is not None:
+            await self._answer(incoming, reply)
+        self._finish(incoming, cmd.name, outcome, args=args_text)
+        await self._audit(incoming, f"command:{cmd.name}", outcome, args=args_text, detail=detail)
+
+    async def _run(
+        self, cmd: Command, words: list[str], incoming: IncomingCommand
+    ) -> tuple[str, str | None, Reply]:
+        prefix = self._services.settings.matrix.command_prefix
+        try:
+            await self._check_permission(cmd, incoming)
+            args = cmd.bind(words, prefix)
+            ctx = CommandContext(
+                sender=incoming.sender,
+                room_id=incoming.room_id,
+                event_id=incoming.event_id,
+                sent_at=incoming.sent_at,
+                services=self._services,
+            )
+            return "ok", None, await cmd.handler(ctx, *args)
+        except PermissionDenied as denied:
+            return "denied", None, Message(f"⛔ {denied}")
+        except UsageError as error:
+            return "usage", str(error), Message(f"⚠️ {error}")
+        except UserError as error:
+            return "refused", str(error), Message(f"⚠️ {error}")
+        except Exception:
+            ref = secrets.token_hex(2)
+            log.exception("command %s failed (ref %s) for event %s", cmd.name, ref, incoming.event_id)
+            return "error", f"ref {ref}", Message(f"💥 internal error (ref {ref}), see the bot's logs.")
+
+    async def _check_permission(self, cmd: Command, incoming: IncomingCommand) -> None:
+        rule = self._services.settings.permissions.rule_for(cmd.permission)
+        power: float | None = None
+        if rule.min_power_level is not None:
+            facts = await self._power.power_facts(incoming.room_id)
+            power = effective_power_level(incoming.sender, facts)
+        decision = decide(incoming.sender, rule, power)
+        if not decision.allowed:
+            raise PermissionDenied(decision.reason)
+
+    async def _answer(self, incoming: IncomingCommand, reply: Reply) -> None:
+        if reply is None:
+            return
+        message = reply if isinstance(reply, Message) else Message(reply)
+        await self._services.outbox.send_message(
+            incoming.room_id, message.content(), reply_to=incoming.event_id
+        )
+
+    def _finish(self, incoming: IncomingCommand, name: str, outcome: str, *, args: str) -> None:
+        self._services.metrics.commands_handled.labels(command=name, outcome=outcome).inc()
+        log.info("command %s from %s in %s: %s", name, incoming.sender, incoming.room_id, outcome)
+
+    async def _audit(
+        self, incoming: IncomingCommand, action: str, outcome: str, *, args: str, detail: str | None = None
+    ) -> None:
+        await self._services.audit.record(
+            incoming.sender,
+            action,
+            outcome,
+            room_id=incoming.room_id,
+            event_id=incoming.event_id,
+            args=args[:_MAX_AUDIT_ARGS],
+            detail=detail,
+        )

@@ -1,0 +1,23 @@
+"""Exceptions with a meaning for the people in the room."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix; its message is safe to show in the room."""
+
+
+class UsageError(UserError):
+    """Wrong arguments for a command; the reply carries the usage line."""
+
+
+class PermissionDenied(UserError):
+    """The sender may not run this here. The message never names who may."""
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` holds one line per field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems

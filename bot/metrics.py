@@ -1,0 +1,62 @@
+"""Prometheus metrics, in a registry per application instance.
+
+A registry per instance (not the global default) lets several bots run in one
+test process without their counters mixing.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.commands_handled = Counter(
+            "readybot_commands_handled",
+            "Chat commands handled, by command and outcome.",
+            ["command", "outcome"],
+            registry=self.registry,
+        )
+        self.messages_sent = Counter(
+            "readybot_messages_sent",
+            "Matrix events sent from the outbox, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.send_failures = Counter(
+            "readybot_outbox_send_failures",
+            "Failed send attempts from the outbox, by reason (rate_limited, transient, permanent).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.messages_dropped = Counter(
+            "readybot_outbox_messages_failed",
+            "Outbox messages given up after repeated permanent refusals.",
+            registry=self.registry,
+        )
+        self.outbox_depth = Gauge(
+            "readybot_outbox_depth",
+            "Messages waiting in the outbox.",
+            registry=self.registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "readybot_outbox_oldest_age_seconds",
+            "Age of the oldest message waiting in the outbox (0 when empty).",
+            registry=self.registry,
+        )
+        self.sync_errors = Counter(
+            "readybot_sync_errors",
+            "Failed sync requests to the homeserver.",
+            registry=self.registry,
+        )
+        self.undecryptable_events = Counter(
+            "readybot_undecryptable_events",
+            "Encrypted events the bot could not decrypt.",
+            registry=self.registry,
+        )
+        self.ready = Gauge(
+            "readybot_ready",
+            "1 once the first sync is done and the store is open.",
+            registry=self.registry,
+        )

@@ -1,0 +1,562 @@
+"""The durable outbox: every outgoing Matrix event is queued here, then sent.
+
+``Outbox`` is the producer side: it commits a row before returning, so a
+webhook can be answered 2xx as soon as ``send_message`` returns. ``OutboxSender``
+is the consumer: one task per room with pending rows sends that room's rows in
+id order (rooms proceed independently), retrying with back-off while the
+homeserver is unreachable, pausing every room on a 429 (the rate limit is per
+user), and giving up on a row only after repeated permanent refusals.
+
+Exactly-once delivery rests on the Matrix transaction id: each row gets a
+random txn id at enqueue and every attempt reuses it, so if the bot dies
+after the homeserver accepted an event but before the row was marked sent,
+the resend after restart is deduplicated by the homeserver (same device, same
+txn id) and returns the original event id. This needs the bot to keep its
+device id across restarts, which it does.
+
+Relations (reply, thread, edit, reaction) may point at an earlier row of the
+same room by its ``OutboxId`` instead of an event id; the reference is
+resolved when the dependent row is sent, which per-room order guarantees is
+after its target was settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiosqlite
+
+from bot.metrics import Metrics
+from bot.store.database import Database
+from bot.store.outbox_repo import (
+    NewOutboxRow,
+    OutboxId,
+    OutboxKind,
+    OutboxRepo,
+    OutboxRow,
+    OutboxState,
+    Ref,
+)
+from config.settings import OutboxSettings
+
+__all__ = [
+    "MAX_CONTENT_BYTES",
+    "EventRef",
+    "EventTooLargeError",
+    "MatrixTransport",
+    "Outbox",
+    "OutboxId",
+    "OutboxKind",
+    "OutboxSender",
+    "OutboxState",
+    "OutboxStats",
+    "PermanentSendError",
+    "RateLimited",
+    "SendError",
+    "TransientSendError",
+    "build_event",
+]
+
+log = logging.getLogger(__name__)
+
+# An event id ("$…") or the OutboxId of an earlier row in the same room.
+EventRef = str | OutboxId
+
+# A Matrix event (content plus envelope, signatures, hashes) must stay under
+# 65,536 bytes; keep the content comfortably below. Encryption inflates the
+# content by about 4/3 (base64), so renderers should aim far lower.
+MAX_CONTENT_BYTES = 60_000
+# The longest event id the spec allows, used to size content before the real
+# ids of referenced rows are known.
+_PLACEHOLDER_EVENT_ID = "$" + "x" * 254
+
+_INITIAL_BACKOFF_S = 0.5
+_WAIT_SENT_MAX_POLL_S = 0.25
+
+
+class SendError(Exception):
+    """A send attempt failed. Messages must never contain the event's content."""
+
+
+class RateLimited(SendError):
+    """429 M_LIMIT_EXCEEDED: every room waits ``retry_after_s`` before the next attempt."""
+
+    def __init__(self, retry_after_s: float, message: str = "rate limited") -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TransientSendError(SendError):
+    """The homeserver was unreachable, timed out or answered 5xx: retry with back-off."""
+
+
+class PermanentSendError(SendError):
+    """The homeserver refused the event (4xx other than 429), e.g. the bot is not in the room."""
+
+
+class EventTooLargeError(ValueError):
+    """The content would make an event larger than Matrix allows; truncate before enqueueing."""
+
+
+class MatrixTransport(Protocol):
+    async def send_event(self, room_id: str, event_type: str, content: dict[str, Any], txn_id: str) -> str:
+        """Send one event with the given txn id and return its event id.
+
+        Raises ``RateLimited``, ``TransientSendError`` or ``PermanentSendError``.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    depth: int
+    """Rows waiting to be sent."""
+    oldest_age_s: float
+    """Age of the oldest waiting row in seconds; 0 when none waits."""
+
+
+def build_event(
+    kind: OutboxKind, payload: dict[str, Any], target: str | None = None, root: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The event type and content for a row, once its references are event ids.
+
+    Pure: the same row always builds the same event, so a resend after a
+    restart is byte-for-byte the event the homeserver may already hold.
+    """
+    content = json.loads(json.dumps(payload))  # a deep copy; the caller's dict stays untouched
+    if kind is OutboxKind.MESSAGE:
+        return "m.room.message", content
+    if kind is OutboxKind.REPLY:
+        content["m.relates_to"] = {"m.in_reply_to": {"event_id": _required(target)}}
+        return "m.room.message", content
+    if kind is OutboxKind.THREAD:
+        thread_root = _required(root)
+        # Without an explicit reply target, the in-reply-to is the fallback
+        # that thread-unaware clients render; with one, it is a real reply.
+        content["m.relates_to"] = {
+            "rel_type": "m.thread",
+            "event_id": thread_root,
+            "is_falling_back": target is None,
+            "m.in_reply_to": {"event_id": target or thread_root},
+        }
+        return "m.room.message", content
+    if kind is OutboxKind.EDIT:
+        return "m.room.message", _edit_content(content, _required(target))
+    if kind is OutboxKind.REACTION:
+        relates = {"rel_type": "m.annotation", "event_id": _required(target), "key": content["key"]}
+        return "m.reaction", {"m.relates_to": relates}
+    raise ValueError(f"unknown outbox kind {kind!r}")
+
+
+def _edit_content(new: dict[str, Any], target: str) -> dict[str, Any]:
+    # Relations cannot be changed by an edit; m.new_content must not carry one.
+    new.pop("m.relates_to", None)
+    content: dict[str, Any] = {"msgtype": new["msgtype"], "body": "* " + new["body"]}
+    if "format" in new and "formatted_body" in new:
+        content["format"] = new["format"]
+        content["formatted_body"] = "* " + new["formatted_body"]
+    content["m.new_content"] = new
+    content["m.relates_to"] = {"rel_type": "m.replace", "event_id": target}
+    return content
+
+
+def _required(event_id: str | None) -> str:
+    if event_id is None:
+        raise ValueError("this kind of event needs a target")
+    return event_id
+
+
+class Outbox:
+    """Queue outgoing events. Each method commits (or joins ``tx``) before returning.
+
+    With ``tx`` the row commits with the caller's transaction, so e.g. an
+    approval row and its prompt are stored together or not at all.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], float] | None = None,
+        on_enqueued: Callable[[], None] | None = None,
+    ) -> None:
+        self._db = db
+        self._repo = OutboxRepo(db)
+        self._clock = clock or db.clock
+        self.on_enqueued = on_enqueued
+
+    async def send_message(
+        self,
+        room_id: str,
+        content: dict[str, Any],
+        *,
+        reply_to: EventRef | None = None,
+        thread_root: EventRef | None = None,
+        tx: aiosqlite.Connection | None = None,
+    ) -> OutboxId:
+        """Queue an ``m.room.message``: plain, a reply, in a thread, or a reply within a thread."""
+        _check_message_content(content)
+        if (reply_to is not None or thread_root is not None) and "m.relates_to" in content:
+            raise ValueError("content already has m.relates_to; do not also pass reply_to/thread_root")
+        if thread_root is not None:
+            kind = OutboxKind.THREAD
+        elif reply_to is not None:
+            kind = OutboxKind.REPLY
+        else:
+            kind = OutboxKind.MESSAGE
+        return await self._enqueue(room_id, kind, content, target=reply_to, root=thread_root, tx=tx)
+
+    async def edit(
+        self,
+        room_id: str,
+        target: EventRef,
+        new_content: dict[str, Any],
+        *,
+        tx: aiosqlite.Connection | None = None,
+    ) -> OutboxId:
+        """Queue an edit (``m.replace``) of ``target``, the original event (not an earlier edit)."""
+        _check_message_content(new_content)
+        return await self._enqueue(room_id, OutboxKind.EDIT, new_content, target=target, tx=tx)
+
+    async def react(
+        self, room_id: str, target: EventRef, key: str, *, tx: aiosqlite.Connection | None = None
+    ) -> OutboxId:
+        """Queue an ``m.reaction`` with ``key`` (e.g. an emoji) on ``target``."""
+        if not isinstance(key, str) or not key:
+            raise ValueError("a reaction key must be a non-empty string")
+        return await self._enqueue(room_id, OutboxKind.REACTION, {"key": key}, target=target, tx=tx)
+
+    async def event_id(self, outbox_id: OutboxId) -> str | None:
+        """The event id of a sent row; None while pending, if failed, or if unknown."""
+        row = await self._repo.get(outbox_id)
+        return None if row is None else row.event_id
+
+    async def state(self, outbox_id: OutboxId) -> OutboxState | None:
+        """The row's delivery state, or None if there is no such row."""
+        row = await self._repo.get(outbox_id)
+        return None if row is None else row.state
+
+    # The timeout is a parameter, not asyncio.timeout(), because "not sent in
+    # time" is an answer (None) here, not an error.
+    async def wait_sent(self, outbox_id: OutboxId, timeout: float) -> str | None:  # noqa: ASYNC109
+        """Wait up to ``timeout`` seconds for the row to be sent; its event id, or None.
+
+        Returns None at once if the row failed for good. Polls the store
+        (starting at 10 ms, at most every 250 ms): a convenience for tests and
+        commands, not for hot paths.
+        """
+        deadline = time.monotonic() + timeout
+        interval = 0.01
+        while True:
+            row = await self._repo.get(outbox_id)
+            if row is None or row.state is OutboxState.FAILED:
+                return None
+            if row.state is OutboxState.SENT:
+                return row.event_id
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            await asyncio.sleep(min(interval, remaining))
+            interval = min(interval * 2, _WAIT_SENT_MAX_POLL_S)
+
+    async def stats(self) -> OutboxStats:
+        """How many rows wait, and how long the oldest has waited."""
+        pending = await self._repo.pending_stats()
+        age = 0.0 if pending.oldest_created_at is None else self._clock() - pending.oldest_created_at
+        return OutboxStats(depth=pending.depth, oldest_age_s=max(0.0, age))
+
+    async def prune(self, settled_before: float) -> int:
+        """Delete sent/failed rows settled before ``settled_before`` (epoch seconds).
+
+        Keep references you need for long (an alert group's message to edit
+        later) as event ids from ``event_id()``: a pruned row's OutboxId no
+        longer resolves.
+        """
+        return await self._repo.prune(settled_before)
+
+    async def _enqueue(
+        self,
+        room_id: str,
+        kind: OutboxKind,
+        payload: dict[str, Any],
+        *,
+        target: EventRef | None = None,
+        root: EventRef | None = None,
+        tx: aiosqlite.Connection | None,
+    ) -> OutboxId:
+        if not isinstance(room_id, str) or not room_id.startswith("!"):
+            raise ValueError("room_id must be a room id (!…); resolve aliases before enqueueing")
+        _check_size(kind, payload, target=target, root=root)
+        async with self._db.transaction(tx) as conn:
+            new = NewOutboxRow(
+                room_id=room_id,
+                kind=kind,
+                payload=payload,
+                txn_id=uuid.uuid4().hex,
+                created_at=self._clock(),
+                target=await self._stored_ref(conn, room_id, target),
+                root=await self._stored_ref(conn, room_id, root),
+            )
+            outbox_id = await self._repo.insert(conn, new)
+        log.debug("outbox %d queued: %s in %s", outbox_id, kind.value, room_id)
+        if self.on_enqueued is not None:
+            self.on_enqueued()
+        return outbox_id
+
+    async def _stored_ref(self, conn: aiosqlite.Connection, room_id: str, ref: EventRef | None) -> Ref:
+        """Validate a reference and store it as an event id when one is already known."""
+        if ref is None:
+            return Ref()
+        if isinstance(ref, str):
+            if not ref.startswith("$"):
+                raise ValueError("an event reference must be an event id ($…) or an OutboxId")
+            return Ref(event_id=ref)
+        if type(ref) is not int:  # not isinstance: a bool is an int too
+            raise TypeError("an event reference must be an event id ($…) or an OutboxId")
+        row = await self._repo.get_in(conn, ref)
+        if row is None:
+            raise ValueError(f"outbox row {ref} does not exist (pruned?)")
+        # Per-room order is what guarantees the target is settled before
+        # the dependent row is sent; across rooms there is no such order.
+        if row.room_id != room_id:
+            raise ValueError(f"outbox row {ref} belongs to another room")
+        if row.state is OutboxState.SENT and row.event_id is not None:
+            return Ref(event_id=row.event_id)
+        return Ref(outbox_id=row.id)
+
+
+def _check_message_content(content: dict[str, Any]) -> None:
+    if not isinstance(content, dict):
+        raise TypeError("content must be a dict")
+    if not isinstance(content.get("msgtype"), str) or not isinstance(content.get("body"), str):
+        raise ValueError("message content needs string msgtype and body")
+
+
+def _check_size(kind: OutboxKind, payload: dict[str, Any], *, target: object, root: object) -> None:
+    """Refuse content the homeserver would refuse for good, while the caller can still fix it."""
+    placeholder_target = None if target is None else _PLACEHOLDER_EVENT_ID
+    placeholder_root = None if root is None else _PLACEHOLDER_EVENT_ID
+    try:
+        _, content = build_event(kind, payload, placeholder_target, placeholder_root)
+        encoded = json.dumps(content, ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"content is not valid JSON for Matrix: {type(exc).__name__}") from exc
+    if len(encoded) > MAX_CONTENT_BYTES:
+        raise EventTooLargeError(f"event content is {len(encoded)} bytes; the limit is {MAX_CONTENT_BYTES}")
+
+
+class _Backoff:
+    """Exponential back-off with a ceiling and a little jitter (so rooms do not retry in lockstep)."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self._initial = initial_s
+        self._max = max_s
+        self._failures = 0
+
+    def next_delay(self) -> float:
+        base = min(self._max, self._initial * 2.0**self._failures)
+        self._failures += 1
+        # Jitter below the base only, so the configured ceiling holds.
+        return base * random.uniform(0.8, 1.0)  # noqa: S311 (timing jitter, not security)
+
+
+class _TargetFailedError(Exception):
+    """A row this one relates to was never sent, so this one cannot be either."""
+
+
+class OutboxSender:
+    """Drains the outbox: one task per room with pending rows, all under ``run``."""
+
+    def __init__(
+        self,
+        db: Database,
+        transport: MatrixTransport,
+        settings: OutboxSettings,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] | None = None,
+        initial_backoff_s: float = _INITIAL_BACKOFF_S,
+    ) -> None:
+        self._repo = OutboxRepo(db)
+        self._transport = transport
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock or db.clock
+        self._initial_backoff_s = initial_backoff_s
+        self._wake = asyncio.Event()
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        # A 429 pauses every room until this time.monotonic() deadline.
+        self._paused_until = 0.0
+        self._oldest_pending_at: float | None = None
+
+    def wake(self) -> None:
+        """Something was enqueued: look for rooms with pending rows. Safe to call any time."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send until ``stop`` is set, then cancel in-flight sends and return.
+
+        Rows cut short stay pending and are resent (same txn id) by the next
+        run. An unexpected error in a room task (e.g. the store failing) ends
+        ``run`` with that error, so the supervisor restarts the bot.
+        """
+        # Evaluated at scrape time, so the age grows while nothing changes.
+        self._metrics.outbox_oldest_age.set_function(self._oldest_age)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._wake_on(stop), name="outbox-stop")
+            while not stop.is_set():
+                self._wake.clear()
+                await self._refresh_gauges()
+                for room_id in await self._repo.rooms_with_pending():
+                    if room_id not in self._workers:
+                        self._workers[room_id] = group.create_task(
+                            self._drain_room(room_id), name=f"outbox:{room_id}"
+                        )
+                await self._wake.wait()
+            for task in list(self._workers.values()):
+                task.cancel()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    async def _drain_room(self, room_id: str) -> None:
+        try:
+            while (row := await self._repo.head(room_id)) is not None:
+                await self._deliver(row)
+                await self._refresh_gauges()
+        finally:
+            self._workers.pop(room_id, None)
+            # A row may have been committed between our last look and now.
+            self._wake.set()
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        """Send one row until it is sent or has failed for good."""
+        try:
+            event_type, content = await self._build(row)
+        except _TargetFailedError as exc:
+            await self._give_up(row, str(exc))
+            return
+        except (KeyError, TypeError, ValueError) as exc:
+            # A row that cannot be built never will be: do not block the room.
+            log.exception("outbox %d (%s in %s) cannot be built", row.id, row.kind.value, row.room_id)
+            await self._give_up(row, f"cannot build event: {type(exc).__name__}")
+            return
+        backoff = _Backoff(self._initial_backoff_s, self._settings.max_backoff_s)
+        failures = 0
+        while True:
+            await self._wait_rate_limit()
+            try:
+                event_id = await self._transport.send_event(row.room_id, event_type, content, row.txn_id)
+            except RateLimited as exc:
+                self._pause(row, exc)
+                continue
+            except PermanentSendError as exc:
+                failures += 1
+                if await self._count_failure(row, exc, failures, refused=True):
+                    return
+            except Exception as exc:  # TransientSendError, or a transport bug: retry, never stall
+                failures += 1
+                if not isinstance(exc, TransientSendError):
+                    log.exception("outbox %d: unexpected error from transport", row.id)
+                if await self._count_failure(row, exc, failures, refused=False):
+                    return
+            else:
+                await self._repo.mark_sent(row.id, event_id, self._clock())
+                self._metrics.messages_sent.labels(kind=row.kind.value).inc()
+                log.debug("outbox %d sent as %s: %s in %s", row.id, event_id, row.kind.value, row.room_id)
+                return
+            await asyncio.sleep(0)
+
+    async def _build(self, row: OutboxRow) -> tuple[str, dict[str, Any]]:
+        target = await self._resolve(row.target)
+        root = await self._resolve(row.root)
+        return build_event(row.kind, row.payload, target, root)
+
+    async def _resolve(self, ref: Ref) -> str | None:
+        """The event id a reference stands for, now that earlier rows of the room are settled."""
+        if ref.event_id is not None or ref.outbox_id is None:
+            return ref.event_id
+        target = await self._repo.get(ref.outbox_id)
+        if target is None or target.state is not OutboxState.SENT or target.event_id is None:
+            state = "missing" if target is None else target.state.value
+            raise _TargetFailedError(f"related outbox row {ref.outbox_id} is {state}")
+        return target.event_id
+
+    def _pause(self, row: OutboxRow, exc: RateLimited) -> None:
+        # The limit is per user, so every room waits; never shorten a pause
+        # another room's 429 already set.
+        retry_after = max(0.0, exc.retry_after_s)
+        self._paused_until = max(self._paused_until, time.monotonic() + retry_after)
+        self._metrics.send_failures.labels(reason="rate_limited").inc()
+        log.warning(
+            "outbox %d in %s rate limited; all sending paused %.1f s", row.id, row.room_id, retry_after
+        )
+
+    async def _wait_rate_limit(self) -> None:
+        # Sleeping to a deadline is not polling; loop because another room's
+        # 429 may push the deadline further while we sleep.
+        while (delay := self._paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(delay)
+
+    async def _count_failure(self, row: OutboxRow, exc: Exception, failures: int, *, refused: bool) -> bool:
+        """Record a failed attempt; True if the row is settled (failed for good) and the room moves on.
+
+        ``failures`` counts this row's failed attempts in this run; the log
+        line is written on the 1st, 2nd, 4th, 8th, ... so an hour-long outage
+        does not flood the log.
+        """
+        reason = "permanent" if refused else "transient"
+        self._metrics.send_failures.labels(reason=reason).inc()
+        error = f"{type(exc).__name__}: {exc}"
+        state = await self._repo.record_failure(
+            row.id,
+            error,
+            self._clock(),
+            refused=refused,
+            max_refusals=self._settings.max_attempts_permanent,
+        )
+        if state is OutboxState.PENDING:
+            if failures & (failures - 1) == 0:  # a power of two
+                log.warning(
+                    "outbox %d (%s in %s) attempt failed (%s, %d so far), will retry",
+                    row.id,
+                    row.kind.value,
+                    row.room_id,
+                    type(exc).__name__,
+                    failures,
+                )
+            return False
+        if state is OutboxState.FAILED:
+            self._metrics.messages_dropped.inc()
+            log.error(
+                "outbox %d (%s in %s) refused %d times (%s); giving up",
+                row.id,
+                row.kind.value,
+                row.room_id,
+                self._settings.max_attempts_permanent,
+                error,
+            )
+        return True
+
+    async def _give_up(self, row: OutboxRow, error: str) -> None:
+        if await self._repo.mark_failed(row.id, error, self._clock()):
+            self._metrics.messages_dropped.inc()
+            log.error("outbox %d (%s in %s) failed: %s", row.id, row.kind.value, row.room_id, error)
+
+    async def _refresh_gauges(self) -> None:
+        pending = await self._repo.pending_stats()
+        self._metrics.outbox_depth.set(pending.depth)
+        self._oldest_pending_at = pending.oldest_created_at
+
+    def _oldest_age(self) -> float:
+        oldest = self._oldest_pending_at
+        return 0.0 if oldest is None else max(0.0, self._clock() - oldest)

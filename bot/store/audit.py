@@ -1,0 +1,59 @@
+"""Who asked the bot to do what, and how it went."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiosqlite
+
+from bot.store.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at: float
+    actor: str
+    room_id: str | None
+    event_id: str | None
+    action: str
+    args: str | None
+    outcome: str
+    detail: str | None
+
+
+class AuditRepo:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(
+        self,
+        actor: str,
+        action: str,
+        outcome: str,
+        *,
+        room_id: str | None = None,
+        event_id: str | None = None,
+        args: str | None = None,
+        detail: str | None = None,
+        tx: aiosqlite.Connection | None = None,
+    ) -> int:
+        """Append one entry stamped with the store's clock; return its id."""
+        async with self._db.transaction(tx) as conn:
+            cursor = await conn.execute(
+                "INSERT INTO audit (at, actor, room_id, event_id, action, args, outcome, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (self._db.clock(), actor, room_id, event_id, action, args, outcome, detail),
+            )
+            entry_id = cursor.lastrowid
+        assert entry_id is not None  # an INSERT always sets it
+        return entry_id
+
+    async def recent(self, limit: int = 50) -> list[AuditEntry]:
+        """The newest ``limit`` entries, newest first."""
+        rows = await self._db.fetchall(
+            "SELECT id, at, actor, room_id, event_id, action, args, outcome, detail"
+            " FROM audit ORDER BY at DESC, id DESC LIMIT ?",
+            (limit,),
+        )
+        return [AuditEntry(**dict(row)) for row in rows]

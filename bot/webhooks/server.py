@@ -1,0 +1,100 @@
+"""The HTTP side: /healthz, /readyz, /metrics and the authenticated /hooks/<name> prefix.
+
+Every /hooks request is authenticated before routing, so an unauthenticated
+caller learns nothing (not even which hooks exist): 401 for all of them. A
+hook with no token configured is closed, never open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
+
+from bot.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+HookHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Health:
+    """What /readyz reports; the app flips these as it starts."""
+
+    store_open: bool = False
+    first_sync_done: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        problems = []
+        if not self.store_open:
+            problems.append("store not open")
+        if not self.first_sync_done:
+            problems.append("first sync with the homeserver not done")
+        return problems
+
+
+def build_http_app(
+    *,
+    metrics: Metrics,
+    health: Health,
+    hook_tokens: Mapping[str, SecretStr],
+    hooks: Mapping[str, HookHandler],
+    max_body_bytes: int,
+    refresh_metrics: Callable[[], Awaitable[None]] | None = None,
+) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        problems = health.problems()
+        if problems:
+            return web.Response(status=503, text="not ready: " + "; ".join(problems) + "\n")
+        return web.Response(text="ready\n")
+
+    async def metrics_view(_: web.Request) -> web.Response:
+        if refresh_metrics is not None:
+            await refresh_metrics()
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def hook(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if not _authorised(request, hook_tokens.get(name)):
+            log.info("refused unauthenticated request to /hooks/%s from %s", name, request.remote)
+            return _problem(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        handler = hooks.get(name)
+        if handler is None:
+            return _problem(404, f"no hook named {name!r}")
+        if request.content_length is not None and request.content_length > max_body_bytes:
+            return _problem(413, f"body larger than {max_body_bytes} bytes")
+        return await handler(request)
+
+    app = web.Application(client_max_size=max_body_bytes)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_route("*", "/hooks/{name}", hook)
+    return app
+
+
+def _authorised(request: web.Request, expected: SecretStr | None) -> bool:
+    if expected is None:
+        return False
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    # Constant-time comparison: the token must not leak through timing.
+    return hmac.compare_digest(token.strip().encode(), expected.get_secret_value().encode())
+
+
+def _problem(status: int, detail: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": detail}, status=status, headers=headers)

@@ -1,0 +1,178 @@
+"""Settings models: one section per area, unknown keys rejected.
+
+Values come from a YAML file, then ``READYBOT_SECTION__KEY`` environment
+variables, then secret files (a mounted Kubernetes Secret), each layer
+overriding the one before; see ``config.loading``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+USER_ID_PATTERN = re.compile(r"^@[^:\s]+:[^\s]+$")
+ROOM_PATTERN = re.compile(r"^[!#][^\s]+$")
+
+
+def _not_empty_secret(value: SecretStr) -> SecretStr:
+    # An empty hook token would let "Authorization: Bearer " through.
+    if not value.get_secret_value():
+        raise ValueError("must not be empty")
+    return value
+
+
+class Section(BaseModel):
+    """Base for every section: typos are errors, not silently ignored keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MatrixSettings(Section):
+    """How the bot reaches its homeserver and which rooms it serves."""
+
+    homeserver: AnyHttpUrl
+    user_id: str
+    # Exactly one of password / access_token. With a password the bot logs in
+    # once and persists the device id and token in the store, so a restart
+    # reuses the same device (and its encryption keys).
+    password: SecretStr | None = None
+    access_token: SecretStr | None = None
+    device_name: str = "readybot"
+    encryption: bool = True
+    # The nio crypto store; must persist across restarts or the bot loses the
+    # keys it needs to read its encrypted rooms.
+    store_dir: Path = Path("state/crypto")
+    # Room ids (!abc) or aliases (#ops:example.org) the bot serves. Commands
+    # in any other room are ignored; invites to these rooms are accepted.
+    rooms: list[str] = Field(default_factory=list)
+    # Users whose invites the bot accepts for any room (exact ids or globs
+    # such as "@*:example.org").
+    invite_from: list[str] = Field(default_factory=list)
+    command_prefix: str = "!"
+    sync_timeout_ms: int = Field(default=30_000, ge=1_000, le=120_000)
+    request_timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+    @field_validator("user_id")
+    @classmethod
+    def _user_id_shape(cls, value: str) -> str:
+        if not USER_ID_PATTERN.match(value):
+            raise ValueError("must look like @name:server")
+        return value
+
+    @field_validator("rooms")
+    @classmethod
+    def _room_shape(cls, value: list[str]) -> list[str]:
+        for room in value:
+            if not ROOM_PATTERN.match(room):
+                raise ValueError("each room must be a room id (!…) or an alias (#…:server)")
+        return value
+
+    @field_validator("password", "access_token")
+    @classmethod
+    def _secret_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty variable (a Helm value left blank) is a mistake, not a
+        # credential; it would also count as "set" for the check below.
+        return None if value is None else _not_empty_secret(value)
+
+    @field_validator("command_prefix")
+    @classmethod
+    def _prefix_shape(cls, value: str) -> str:
+        if not value or any(ch.isspace() for ch in value) or len(value) > 3:
+            raise ValueError("must be 1 to 3 non-space characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> MatrixSettings:
+        if (self.password is None) == (self.access_token is None):
+            raise ValueError("set exactly one of matrix.password and matrix.access_token")
+        return self
+
+
+class HttpSettings(Section):
+    """The webhook / health / metrics server."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65_535)
+    # Larger bodies are refused with 413 before they are read.
+    max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
+    # Bearer token per hook: a request to /hooks/<name> must carry
+    # "Authorization: Bearer <hook_tokens[name]>". A hook without a token is
+    # closed (401), never open.
+    hook_tokens: dict[str, Annotated[SecretStr, AfterValidator(_not_empty_secret)]] = Field(
+        default_factory=dict
+    )
+
+
+class StoreSettings(Section):
+    """The one SQLite file holding the outbox, audit log and bot state."""
+
+    path: Path = Path("state/readybot.sqlite3")
+
+
+class PermissionRule(Section):
+    """Who may run a command, in a room the bot serves.
+
+    Empty lists and no power level mean: anyone in the room. When both are
+    set, either one suffices.
+    """
+
+    users: list[str] = Field(default_factory=list)
+    min_power_level: int | None = Field(default=None, ge=0)
+
+
+class PermissionsSettings(Section):
+    """The default rule plus per-command overrides (keyed by command name)."""
+
+    default: PermissionRule = Field(default_factory=PermissionRule)
+    commands: dict[str, PermissionRule] = Field(default_factory=dict)
+
+    def rule_for(self, command: str) -> PermissionRule:
+        return self.commands.get(command, self.default)
+
+
+class LoggingSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class OutboxSettings(Section):
+    """Retry policy of the durable outbound queue."""
+
+    # Back-off ceiling between attempts while the homeserver is unreachable.
+    max_backoff_s: float = Field(default=30.0, gt=0, le=600)
+    # A send refused for good (e.g. 403: the bot is not in the room) is
+    # tried this many times before the message is marked failed.
+    max_attempts_permanent: int = Field(default=5, ge=1, le=100)
+
+
+class Settings(BaseModel):
+    """The whole configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    matrix: MatrixSettings
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    permissions: PermissionsSettings = Field(default_factory=PermissionsSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+
+    def secret_values(self) -> list[str]:
+        """Every secret's plain value, for the log redaction filter."""
+        values: list[str] = []
+        for secret in (self.matrix.password, self.matrix.access_token, *self.http.hook_tokens.values()):
+            if secret is not None and secret.get_secret_value():
+                values.append(secret.get_secret_value())
+        return values

@@ -1,0 +1,74 @@
+"""Fixtures for tests against a real Synapse on 127.0.0.1.
+
+One Synapse serves the whole session (it takes seconds to start); each test
+registers fresh users with unique names, so tests never share state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.demo.synapse import SYNAPSE_MISSING, SynapseServer, find_synapse_python
+
+from .people import Account, Person, PersonFactory, register_account
+
+_HERE = Path(__file__).parent.resolve()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # This hook sees every collected item, not just this directory's.
+    for item in items:
+        if item.path.resolve().is_relative_to(_HERE):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseServer]:
+    """One Synapse with open rate limits for the whole test session."""
+    if find_synapse_python() is None:
+        # Locally a missing optional extra is a skip; in CI it must be loud,
+        # or the integration suite could silently stop running.
+        if os.environ.get("CI"):
+            pytest.fail(SYNAPSE_MISSING, pytrace=False)
+        pytest.skip(SYNAPSE_MISSING)
+    server = SynapseServer(tmp_path_factory.mktemp("synapse"), open_rate_limits=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bot_account(synapse: SynapseServer) -> Account:
+    """A fresh user for the bot to log in as: (user_id, password)."""
+    return register_account(synapse, "readybot")
+
+
+@pytest.fixture
+async def person_factory(synapse: SynapseServer, tmp_path: Path) -> AsyncIterator[PersonFactory]:
+    """``await person_factory("alice")``: a fresh, logged-in, syncing Person.
+
+    Every Person made here is closed at teardown, even if the test failed.
+    """
+    people: list[Person] = []
+
+    async def make(prefix: str = "person", *, account: Account | None = None) -> Person:
+        # Registration is blocking urllib: keep it off the event loop.
+        account = account or await asyncio.to_thread(register_account, synapse, prefix)
+        store = tmp_path / "people" / uuid.uuid4().hex
+        person = await Person.login(synapse.base_url, account.user_id, account.password, store)
+        people.append(person)
+        return person
+
+    try:
+        yield make
+    finally:
+        for person in people:
+            await person.close()
