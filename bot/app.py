@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from bot import __version__
 from bot.dispatcher import Dispatcher
+from bot.features import Authorizer, Extensions, FeatureContext, FeatureParts, PowerLookup, enabled_features
 from bot.matrix.connection import NETWORK_ERRORS, HomeserverUnavailable, MatrixConnection, wait_or_stop
 from bot.matrix.power import RoomPowerLookup
 from bot.matrix.router import Router
@@ -31,7 +32,7 @@ from bot.store.audit import AuditRepo
 from bot.store.database import Database
 from bot.store.handled import HandledEvents
 from bot.store.kv import KeyValueRepo
-from bot.webhooks.server import Health, build_http_app
+from bot.webhooks.server import Health, HookHandler, build_http_app
 from commands import load_all
 from commands.registry import CommandRegistry, registry
 from config.settings import Settings
@@ -74,6 +75,7 @@ class ReadyBot:
         self.outbox: Outbox
         self.connection: MatrixConnection
         self.router: Router
+        self._on_ready: list[Callable[[], Awaitable[None]]] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
@@ -89,17 +91,41 @@ class ReadyBot:
                 self.db, NioTransport(self.connection), self.settings.outbox, self.metrics, clock=self.clock
             )
             self.outbox = Outbox(self.db, clock=self.clock, on_enqueued=sender.wake)
+            power = PowerLookup()
+            power.bind(RoomPowerLookup(self.connection).power_facts)
+            authorizer = Authorizer(power)
+            extensions = Extensions()
+            templates = Templates()
+            scheduler = build_scheduler(handled, self.clock)
+            parts = await self._build_features(
+                FeatureContext(
+                    settings=self.settings,
+                    db=self.db,
+                    kv=kv,
+                    audit=audit,
+                    outbox=self.outbox,
+                    metrics=self.metrics,
+                    templates=templates,
+                    scheduler=scheduler,
+                    authorizer=authorizer,
+                    extensions=extensions,
+                    clock=self.clock,
+                    bot_user_id=self.settings.matrix.user_id,
+                )
+            )
             services = Services(
                 settings=self.settings,
                 registry=self.registry,
                 outbox=self.outbox,
                 audit=audit,
-                templates=Templates(),
+                templates=templates,
                 metrics=self.metrics,
                 clock=self.clock,
                 version=__version__,
+                authorizer=authorizer,
+                extensions=extensions,
             )
-            dispatcher = Dispatcher(services, RoomPowerLookup(self.connection))
+            dispatcher = Dispatcher(services)
             self.router = Router(
                 self.settings.matrix,
                 self.connection,
@@ -110,8 +136,8 @@ class ReadyBot:
                 self.started_at,
                 self.clock,
             )
-            await self._start_http(stack)
-            scheduler = build_scheduler(handled, self.clock)
+            self.router.reaction_handlers.extend(parts.reaction_handlers)
+            await self._start_http(stack, parts.hooks)
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)
 
@@ -120,6 +146,8 @@ class ReadyBot:
                 group.create_task(self._matrix(stop), name="matrix")
                 group.create_task(sender.run(sender_stop), name="outbox-sender")
                 group.create_task(self._shutdown_when(stop, sender_stop), name="shutdown")
+                for index, task in enumerate(parts.root_tasks):
+                    group.create_task(task(stop), name=f"feature-task-{index}")
             log.info("stopped")
 
     async def _matrix(self, stop: asyncio.Event) -> None:
@@ -135,6 +163,8 @@ class ReadyBot:
         connection.first_sync_done.set()
         self.health.first_sync_done = True
         self.metrics.ready.set(1)
+        for callback in self._on_ready:
+            await callback()
         self.ready.set()
         log.info("ready: serving %d room(s)", len(router.allowed_rooms))
         await connection.sync_loop(stop)
@@ -177,13 +207,28 @@ class ReadyBot:
             await asyncio.sleep(0.05)
         sender_stop.set()
 
-    async def _start_http(self, stack: contextlib.AsyncExitStack) -> None:
+    async def _build_features(self, context: FeatureContext) -> FeatureParts:
+        """Build every enabled feature and merge their parts."""
+        merged = FeatureParts()
+        for factory in enabled_features(self.settings):
+            parts = await factory(context)
+            for name, handler in parts.hooks.items():
+                if name in merged.hooks:
+                    raise ValueError(f"two features serve /hooks/{name}")
+                merged.hooks[name] = handler
+            merged.reaction_handlers.extend(parts.reaction_handlers)
+            merged.root_tasks.extend(parts.root_tasks)
+            merged.on_ready.extend(parts.on_ready)
+        self._on_ready = merged.on_ready
+        return merged
+
+    async def _start_http(self, stack: contextlib.AsyncExitStack, hooks: dict[str, HookHandler]) -> None:
         http = self.settings.http
         app = build_http_app(
             metrics=self.metrics,
             health=self.health,
             hook_tokens=http.hook_tokens,
-            hooks={},
+            hooks=hooks,
             max_body_bytes=http.max_body_bytes,
             refresh_metrics=self._refresh_metrics,
         )
@@ -197,9 +242,10 @@ class ReadyBot:
         log.info("http server on %s:%d", http.host, self.http_port)
 
     async def _refresh_metrics(self) -> None:
-        stats = await self.outbox.stats()
-        self.metrics.outbox_depth.set(stats.depth)
-        self.metrics.outbox_oldest_age.set(stats.oldest_age_s)
+        # The depth is read from the store at scrape time so it is exact even
+        # while the sender is backing off; the oldest age is computed by the
+        # sender's gauge function.
+        self.metrics.outbox_depth.set((await self.outbox.stats()).depth)
 
 
 async def run_app(settings: Settings, *, stop: asyncio.Event | None = None) -> None:

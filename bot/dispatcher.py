@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Protocol
 
 from bot.errors import PermissionDenied, UsageError, UserError
-from bot.permissions import RoomPowerFacts, decide, effective_power_level
 from bot.render.message import Message
 from bot.services import CommandContext, Services
 from commands.registry import Command, Reply, UnknownCommand
@@ -22,12 +20,6 @@ log = logging.getLogger(__name__)
 
 # Audited arguments are cut: they are for people reading the log, not replay.
 _MAX_AUDIT_ARGS = 500
-
-
-class PowerLookup(Protocol):
-    """Reads a room's power facts; only asked when a rule needs a power level."""
-
-    async def power_facts(self, room_id: str) -> RoomPowerFacts: ...
 
 
 @dataclass(frozen=True)
@@ -40,9 +32,8 @@ class IncomingCommand:
 
 
 class Dispatcher:
-    def __init__(self, services: Services, power: PowerLookup) -> None:
+    def __init__(self, services: Services) -> None:
         self._services = services
-        self._power = power
 
     async def handle(self, incoming: IncomingCommand) -> None:
         prefix = self._services.settings.matrix.command_prefix
@@ -98,11 +89,7 @@ class Dispatcher:
 
     async def _check_permission(self, cmd: Command, incoming: IncomingCommand) -> None:
         rule = self._services.settings.permissions.rule_for(cmd.permission)
-        power: float | None = None
-        if rule.min_power_level is not None:
-            facts = await self._power.power_facts(incoming.room_id)
-            power = effective_power_level(incoming.sender, facts)
-        decision = decide(incoming.sender, rule, power)
+        decision = await self._services.authorizer.check(incoming.sender, incoming.room_id, rule)
         if not decision.allowed:
             raise PermissionDenied(decision.reason)
 

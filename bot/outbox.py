@@ -179,6 +179,8 @@ class Outbox:
 
     With ``tx`` the row commits with the caller's transaction, so e.g. an
     approval row and its prompt are stored together or not at all.
+    ``on_enqueued`` (the sender's ``wake``) then fires before that commit;
+    that is safe because the sender's reads wait for the open transaction.
     """
 
     def __init__(
@@ -435,7 +437,9 @@ class OutboxSender:
                 await self._refresh_gauges()
         finally:
             self._workers.pop(room_id, None)
-            # A row may have been committed between our last look and now.
+            # Defensive: have the supervisor look again, in case a row was
+            # committed for this room after our last look. (Today no await
+            # separates that look from the pop above, so it cannot happen.)
             self._wake.set()
 
     async def _deliver(self, row: OutboxRow) -> None:
@@ -474,7 +478,7 @@ class OutboxSender:
                 self._metrics.messages_sent.labels(kind=row.kind.value).inc()
                 log.debug("outbox %d sent as %s: %s in %s", row.id, event_id, row.kind.value, row.room_id)
                 return
-            await asyncio.sleep(0)
+            await asyncio.sleep(backoff.next_delay())
 
     async def _build(self, row: OutboxRow) -> tuple[str, dict[str, Any]]:
         target = await self._resolve(row.target)
@@ -493,8 +497,9 @@ class OutboxSender:
 
     def _pause(self, row: OutboxRow, exc: RateLimited) -> None:
         # The limit is per user, so every room waits; never shorten a pause
-        # another room's 429 already set.
-        retry_after = max(0.0, exc.retry_after_s)
+        # another room's 429 already set. The floor keeps a server that says
+        # "retry after 0" from turning this loop into a busy loop.
+        retry_after = max(self._initial_backoff_s, exc.retry_after_s)
         self._paused_until = max(self._paused_until, time.monotonic() + retry_after)
         self._metrics.send_failures.labels(reason="rate_limited").inc()
         log.warning(

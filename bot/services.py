@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from bot.features import Authorizer, Extensions
     from bot.metrics import Metrics
     from bot.outbox import Outbox
     from bot.render.templates import Templates
@@ -29,6 +30,9 @@ class Services:
     metrics: Metrics
     clock: Callable[[], float]
     version: str
+    authorizer: Authorizer
+    # Services of features (Alertmanager client, approvals, …) by type.
+    extensions: Extensions
 
 
 @dataclass(frozen=True)

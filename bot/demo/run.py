@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from nio import AsyncClient, AsyncClientConfig, LoginResponse, RoomCreateError, RoomPreset, RoomVisibility
 
-from bot.demo.synapse import SYNAPSE_MISSING, SynapseError, SynapseServer, find_synapse_python
+from bot.demo.synapse import SYNAPSE_MISSING, SynapseError, SynapseServer, find_synapse_python, port_is_free
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class DemoState:
     operator_user_id: str
     operator_password: str
     room_id: str
+    port: int
 
 
 async def run_demo(workdir: Path | None = None, *, stop: asyncio.Event | None = None) -> int:
@@ -56,10 +58,14 @@ async def run_demo(workdir: Path | None = None, *, stop: asyncio.Event | None = 
         print(SYNAPSE_MISSING, file=sys.stderr)
         return EXIT_UNAVAILABLE
     base, temp_dir = _make_base(workdir)
+    kept = _load_state(base)
+    # A kept workdir gets its old port back when it can: the person's client
+    # and the bot's stored session (keyed by homeserver URL) stay valid.
+    port = kept.port if kept is not None and kept.port and port_is_free(kept.port) else None
     with _stop_on_signals(stop) as stop_event:
-        server = SynapseServer(base / "synapse", open_rate_limits=True)
+        server = SynapseServer(base / "synapse", port=port, open_rate_limits=True)
         try:
-            return await _run(server, base, stop_event)
+            return await _run(server, base, kept, stop_event)
         except SynapseError as error:
             print(f"readybot demo: {error}", file=sys.stderr)
             return EXIT_FAILURE
@@ -101,7 +107,7 @@ def _stop_on_signals(stop: asyncio.Event | None) -> Iterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
-async def _run(server: SynapseServer, base: Path, stop: asyncio.Event) -> int:
+async def _run(server: SynapseServer, base: Path, kept: DemoState | None, stop: asyncio.Event) -> int:
     # Blocking on purpose, before anything else runs on the loop: start()
     # from the main thread gives Synapse the parent-death signal, so it
     # cannot outlive a killed demo.
@@ -109,13 +115,13 @@ async def _run(server: SynapseServer, base: Path, stop: asyncio.Event) -> int:
     log.info("Synapse answered after %.1f s", server.last_start_seconds or 0.0)
     if stop.is_set():
         return EXIT_OK
-    state = await _prepare(server, base)
+    state = await _prepare(server, base, kept)
     settings = _bot_settings(server, base, state)
     _print_banner(server, state)
 
     # Imported here: `readybot demo` must be able to report a missing Synapse
     # without importing (and configuring) the whole bot.
-    from bot.app import run_app  # noqa: PLC0415
+    from bot.app import run_app
 
     watcher = asyncio.create_task(_stop_if_synapse_dies(server, stop), name="synapse-watch")
     try:
@@ -144,19 +150,37 @@ async def _stop_if_synapse_dies(server: SynapseServer, stop: asyncio.Event) -> N
     stop.set()
 
 
-async def _prepare(server: SynapseServer, base: Path) -> DemoState:
+def _load_state(base: Path) -> DemoState | None:
+    path = base / _STATE_FILE
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.setdefault("port", 0)  # written before ports were kept: pick a new one
+    return DemoState(**data)
+
+
+def _save_state(base: Path, state: DemoState) -> None:
+    path = base / _STATE_FILE
+    path.write_text(json.dumps(asdict(state)), encoding="utf-8")
+    path.chmod(0o600)  # it holds passwords
+
+
+async def _prepare(server: SynapseServer, base: Path, kept: DemoState | None) -> DemoState:
     """Users and the encrypted room: created on the first run, reused after."""
-    state_path = base / _STATE_FILE
-    if state_path.exists():
-        return DemoState(**json.loads(state_path.read_text(encoding="utf-8")))
-    bot_password = secrets.token_urlsafe(18)
-    operator_password = secrets.token_urlsafe(18)
-    bot_user_id = await asyncio.to_thread(server.register_user, BOT_LOCALPART, bot_password)
-    operator_user_id = await asyncio.to_thread(server.register_user, OPERATOR_LOCALPART, operator_password)
-    room_id = await _create_room(server, base, operator_user_id, operator_password, bot_user_id)
-    state = DemoState(bot_user_id, bot_password, operator_user_id, operator_password, room_id)
-    state_path.write_text(json.dumps(asdict(state)), encoding="utf-8")
-    state_path.chmod(0o600)
+    if kept is not None:
+        state = dataclasses.replace(kept, port=server.port)
+    else:
+        bot_password = secrets.token_urlsafe(18)
+        operator_password = secrets.token_urlsafe(18)
+        bot_user_id = await asyncio.to_thread(server.register_user, BOT_LOCALPART, bot_password)
+        operator_user_id = await asyncio.to_thread(
+            server.register_user, OPERATOR_LOCALPART, operator_password
+        )
+        room_id = await _create_room(server, base, operator_user_id, operator_password, bot_user_id)
+        state = DemoState(
+            bot_user_id, bot_password, operator_user_id, operator_password, room_id, server.port
+        )
+    await asyncio.to_thread(_save_state, base, state)
     return state
 
 

@@ -112,6 +112,18 @@ def free_port(host: str = _LOOPBACK) -> int:
         return port
 
 
+def port_is_free(port: int, host: str = _LOOPBACK) -> bool:
+    """Whether ``port`` can be bound right now (e.g. to reuse a kept demo's port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As Synapse (Twisted) does, so a port in TIME_WAIT counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def _no_proxy_opener() -> urllib.request.OpenerDirector:
     # Every request goes to 127.0.0.1: never let an http_proxy variable in the
     # environment route it elsewhere.
@@ -284,6 +296,8 @@ class SynapseServer:
         """Start Synapse and return once it answers ``/_matrix/client/versions``."""
         if self.is_running:
             return
+        # Reap a process that died by itself (and close its output file).
+        self.stop()
         self._output = self.output_path.open("ab")
         # The parent-death signal fires when the *thread* that forked dies, not
         # the process: set it only from the main thread, or a server started

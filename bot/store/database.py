@@ -53,8 +53,7 @@ class Database:
         Raises ``migrations.SchemaTooNewError`` if the file was written by a
         newer readybot; the connection is closed again in that case.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _create_private(path)
+        await asyncio.to_thread(_create_private, path)
         # isolation_level=None: the sqlite3 module must not open transactions
         # behind our back; ``transaction()`` issues BEGIN IMMEDIATE itself.
         conn = await aiosqlite.connect(path, isolation_level=None)
@@ -142,12 +141,13 @@ class Database:
 
 
 def _create_private(path: Path) -> None:
-    """Create the file as 0600 before SQLite opens it: it holds an access token.
+    """Create the directory, and the file as 0600 before SQLite opens it: it holds an access token.
 
     Creating it ourselves avoids a window in which the file exists with the
     umask's mode; chmod also tightens a file left by an older version. SQLite
     gives its -wal and -shm files the main file's mode.
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
+from urllib.parse import quote
 
 from nio import (
     AsyncClient,
@@ -50,7 +52,7 @@ _SYNC_LONG_POLL_MS = 10_000
 _SYNC_FILTER: dict[str, Any] = {"room": {"timeline": {"limit": 500}}}
 
 EventPredicate = Callable[[Event], bool]
-Reply = RoomMessageText | RoomMessageNotice
+Reply: TypeAlias = RoomMessageText | RoomMessageNotice
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,12 @@ class PersonFactory(Protocol):
     """What the ``person_factory`` fixture gives a test."""
 
     def __call__(self, prefix: str = "person", *, account: Account | None = None) -> Awaitable[Person]: ...
+
+
+def event_id_is(event_id: str) -> EventPredicate:
+    """A wait_for predicate matching one event by id."""
+    # getattr: BadEvent/UnknownBadEvent (malformed events) may lack fields.
+    return lambda event: bool(getattr(event, "event_id", None) == event_id)
 
 
 class PersonError(RuntimeError):
@@ -258,7 +266,11 @@ class Person:
         timeout: float = DEFAULT_TIMEOUT_S,
         what: str = "a matching event",
     ) -> Event:
-        """The first event (at or after position ``since``) that matches ``predicate``."""
+        """The first event (at or after position ``since``) that matches ``predicate``.
+
+        ``predicate`` sees every recorded event, including MegolmEvent (could
+        not decrypt) and BadEvent: check the type before reading fields.
+        """
         index = since
         try:
             async with asyncio.timeout(timeout), self._changed:
@@ -298,9 +310,9 @@ class Person:
         def matches(event: Event) -> bool:
             nonlocal seen_anchor
             if not seen_anchor:
-                seen_anchor = event.event_id == after_event_id
+                seen_anchor = getattr(event, "event_id", None) == after_event_id
                 return False
-            if since_ts is not None and event.server_timestamp < since_ts:
+            if since_ts is not None and getattr(event, "server_timestamp", 0) < since_ts:
                 return False
             return isinstance(event, RoomMessageText | RoomMessageNotice) and event.sender == sender
 
@@ -397,26 +409,81 @@ class Person:
         async with asyncio.timeout(timeout):
             return await self._send(room_id, "m.room.message", content)
 
-    async def react(self, room_id: str, event_id: str, key: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
-        """Annotate ``event_id`` with ``key`` (nio sends reactions unencrypted); returns the event id."""
+    async def react(
+        self,
+        room_id: str,
+        event_id: str,
+        key: str,
+        *,
+        encrypted: bool | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> str:
+        """Annotate ``event_id`` with ``key``; returns the reaction's event id.
+
+        ``encrypted=None`` does what Element does: encrypt in an encrypted
+        room. (nio's own room_send never encrypts m.reaction.)
+        """
         content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
+        room = self.client.rooms.get(room_id)
+        if encrypted is None:
+            encrypted = room is not None and room.encrypted
         async with asyncio.timeout(timeout):
+            if encrypted:
+                return await self._send_encrypted_reaction(room_id, content)
             return await self._send(room_id, "m.reaction", content)
 
     async def _send(self, room_id: str, event_type: str, content: dict[str, Any]) -> str:
         async with self._crypto_lock:
-            room = self.client.rooms.get(room_id)
-            if room is not None and room.encrypted and self.client.olm is not None:
-                # Ask for every member's devices now rather than trusting the
-                # device-list updates of past syncs: a device that logged in a
-                # moment ago (a restarted bot, a second session) is then known,
-                # nio rotates the room key and the new device can read this.
-                self.client.olm.users_for_key_query.update(room.users)
-                await self.client.keys_query()
+            await self._refresh_member_keys(room_id)
             response = await self.client.room_send(
                 room_id, event_type, content, ignore_unverified_devices=True
             )
         if not isinstance(response, RoomSendResponse):
             raise PersonError(f"{self.user_id} could not send to {room_id}: {response}")
         event_id: str = response.event_id
+        return event_id
+
+    async def _refresh_member_keys(self, room_id: str) -> None:
+        room = self.client.rooms.get(room_id)
+        if room is None or not room.encrypted or self.client.olm is None:
+            return
+        # Ask for every member's devices now rather than trusting the
+        # device-list updates of past syncs: a device that logged in a moment
+        # ago (a restarted bot, a second session) is then known, nio rotates
+        # the room key, and the new device can read what we send next.
+        if not room.members_synced:
+            await self.client.joined_members(room_id)
+        self.client.olm.users_for_key_query.update(room.users)
+        await self.client.keys_query()
+
+    async def _send_encrypted_reaction(self, room_id: str, content: dict[str, Any]) -> str:
+        # room_send would send m.reaction in the clear, and handing it an
+        # already-encrypted event would encrypt it twice: share the room key
+        # and encrypt as room_send does, then PUT the event ourselves.
+        client = self.client
+        async with self._crypto_lock:
+            await self._refresh_member_keys(room_id)
+            if client.olm.should_share_group_session(room_id):
+                await client.share_group_session(room_id, ignore_unverified_devices=True)
+            event_type, encrypted = client.encrypt(room_id, "m.reaction", content)
+            path = (
+                f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/"
+                f"{quote(event_type, safe='')}/{uuid.uuid4().hex}"
+            )
+            response = await client.send(
+                "PUT",
+                path,
+                json.dumps(encrypted),
+                headers={
+                    "Authorization": f"Bearer {client.access_token}",
+                    "Content-Type": "application/json",
+                },
+            )
+            async with response:
+                body = await response.json()
+        if response.status != 200 or "event_id" not in body:
+            raise PersonError(
+                f"{self.user_id} could not send a reaction to {room_id}: {response.status} {body}"
+            )
+        event_id: str = body["event_id"]
         return event_id

@@ -6,7 +6,7 @@ from nio import MegolmEvent, ReactionEvent, RoomMessageNotice, RoomMessageText
 
 from bot.demo.synapse import SynapseServer
 
-from .people import Account, PersonFactory
+from .people import Account, PersonFactory, event_id_is
 
 
 async def test_encrypted_message_is_read_decrypted_by_the_other_person(
@@ -20,7 +20,7 @@ async def test_encrypted_message_is_read_decrypted_by_the_other_person(
 
     event_id = await alice.send_text(room_id, "hello bob", wait_members=[bob.user_id])
 
-    received = await bob.wait_for(lambda e: e.event_id == event_id, room_id=room_id)
+    received = await bob.wait_for(event_id_is(event_id), room_id=room_id)
     assert isinstance(received, RoomMessageText)
     assert received.body == "hello bob"
     assert received.sender == alice.user_id
@@ -30,14 +30,14 @@ async def test_encrypted_message_is_read_decrypted_by_the_other_person(
 
 
 async def test_notice_replies_and_reactions_are_seen(person_factory: PersonFactory) -> None:
-    """wait_for_reply finds an m.notice sent after a given event, and reactions arrive as ReactionEvent."""
+    """wait_for_reply finds a notice after an anchor event; encrypted and plain reactions both arrive."""
     alice = await person_factory("alice")
     bob = await person_factory("bob")
     room_id = await alice.create_room("harness", invite=[bob.user_id])
     await bob.join(room_id)
     before = await bob.send_text(room_id, "an older message from bob", wait_members=[alice.user_id])
     command = await alice.send_text(room_id, "!status", wait_members=[bob.user_id])
-    await bob.wait_for(lambda e: e.event_id == command, room_id=room_id)
+    await bob.wait_for(event_id_is(command), room_id=room_id)
 
     await bob.send_text(room_id, "all good", msgtype="m.notice", formatted_body="<b>all good</b>")
     reply = await alice.wait_for_reply(room_id, bob.user_id, after_event_id=command)
@@ -48,10 +48,14 @@ async def test_notice_replies_and_reactions_are_seen(person_factory: PersonFacto
     assert reply.body == "all good"
     assert reply.formatted_body == "<b>all good</b>"
 
-    reaction_id = await alice.react(room_id, reply.event_id, "✅")
-    reaction = await bob.wait_for(lambda e: e.event_id == reaction_id, room_id=room_id)
-    assert isinstance(reaction, ReactionEvent)
-    assert (reaction.key, reaction.reacts_to, reaction.sender) == ("✅", reply.event_id, alice.user_id)
+    # Element encrypts reactions in encrypted rooms (react's default); nio's
+    # room_send sends them in the clear. The bot must understand both.
+    for encrypted, key in ((True, "✅"), (False, "❌")):
+        reaction_id = await alice.react(room_id, reply.event_id, key, encrypted=encrypted)
+        reaction = await bob.wait_for(event_id_is(reaction_id), room_id=room_id)
+        assert isinstance(reaction, ReactionEvent)
+        assert (reaction.key, reaction.reacts_to, reaction.sender) == (key, reply.event_id, alice.user_id)
+        assert reaction.decrypted is encrypted
 
 
 async def test_synapse_restart_keeps_users_rooms_and_running_clients(
@@ -87,6 +91,6 @@ async def test_synapse_restart_keeps_users_rooms_and_running_clients(
     # keyed for every current device, including the one that appeared since.
     after = await alice.send_text(room_id, "after restart")
     for reader in (bob, alice_again):
-        seen = await reader.wait_for(lambda e: e.event_id == after, room_id=room_id)
+        seen = await reader.wait_for(event_id_is(after), room_id=room_id)
         assert isinstance(seen, RoomMessageText)
         assert seen.body == "after restart"

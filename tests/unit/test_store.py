@@ -34,6 +34,16 @@ async def db(db_path: Path) -> AsyncIterator[Database]:
     await database.close()
 
 
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _leave_world_readable_file(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.touch(mode=0o644)
+    path.chmod(0o644)
+
+
 def _raw(path: Path) -> sqlite3.Connection:
     """A second, plain connection: what another process would see."""
     return sqlite3.connect(path)
@@ -64,17 +74,16 @@ async def test_open_sets_pragmas(db: Database) -> None:
 
 async def test_file_is_private(db: Database, db_path: Path) -> None:
     """The store file is readable by its owner only: it holds an access token."""
-    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+    assert _mode(db_path) == 0o600
 
 
 async def test_existing_file_is_tightened(db_path: Path) -> None:
     """A store file left world-readable is made 0600 on open."""
-    db_path.parent.mkdir(parents=True)
-    db_path.touch(mode=0o644)
-    db_path.chmod(0o644)
+    _leave_world_readable_file(db_path)
+    assert _mode(db_path) == 0o644
     database = await Database.open(db_path)
     await database.close()
-    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+    assert _mode(db_path) == 0o600
 
 
 async def test_reopen_keeps_data_and_does_not_rerun_migrations(db_path: Path) -> None:
@@ -133,10 +142,14 @@ async def test_newer_schema_is_refused(db_path: Path) -> None:
 async def test_transaction_rolls_back_on_error(db: Database) -> None:
     """An exception inside transaction() undoes every write in the block."""
     kv = KeyValueRepo(db)
-    with pytest.raises(RuntimeError):
+
+    async def write_then_fail() -> None:
         async with db.transaction() as tx:
             await kv.set("a", "1", tx=tx)
             raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError):
+        await write_then_fail()
     assert await kv.get("a") is None
 
 
@@ -203,8 +216,18 @@ async def test_audit_records_all_fields_newest_first(db_path: Path) -> None:
 
     assert [e.id for e in entries] == [second, first]
     newest = entries[0]
-    assert (newest.at, newest.actor, newest.room_id, newest.event_id) == (200.0, "@bob:example.org", "!ops", "$ev")
-    assert (newest.action, newest.args, newest.outcome, newest.detail) == ("sync", "cilium", "approved", "rev abc")
+    assert (newest.at, newest.actor, newest.room_id, newest.event_id) == (
+        200.0,
+        "@bob:example.org",
+        "!ops",
+        "$ev",
+    )
+    assert (newest.action, newest.args, newest.outcome, newest.detail) == (
+        "sync",
+        "cilium",
+        "approved",
+        "rev abc",
+    )
     assert entries[1].room_id is None
     assert [e.id for e in limited] == [second]
 
