@@ -24,7 +24,10 @@ async def main() -> int:
     args = parser.parse_args()
     args.store.mkdir(parents=True, exist_ok=True)
     client = AsyncClient(
-        args.homeserver, args.user, store_path=str(args.store), config=AsyncClientConfig(encryption_enabled=True)
+        args.homeserver,
+        args.user,
+        store_path=str(args.store),
+        config=AsyncClientConfig(encryption_enabled=True),
     )
     login = await client.login(args.password, device_name="echo")
     if not isinstance(login, LoginResponse):
@@ -40,7 +43,11 @@ async def main() -> int:
     async def on_text(room: MatrixRoom, event: RoomMessageText) -> None:
         if event.sender == client.user_id or event.body != "!ping":
             return
-        content = {"msgtype": "m.notice", "body": "pong", "m.relates_to": {"m.in_reply_to": {"event_id": event.event_id}}}
+        content = {
+            "msgtype": "m.notice",
+            "body": "pong",
+            "m.relates_to": {"m.in_reply_to": {"event_id": event.event_id}},
+        }
         await client.room_send(room.room_id, "m.room.message", content, ignore_unverified_devices=True)
 
     client.add_event_callback(on_invite, InviteMemberEvent)

@@ -45,7 +45,7 @@ def wait_ready(port: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
                 if response.status == 200:
                     return
         except OSError:
@@ -69,7 +69,9 @@ async def run(pings: int, work: Path) -> None:
         person_account = register_account(synapse, "person")
         bot_account = register_account(synapse, "readybot")
         echo_account = register_account(synapse, "echo")
-        person = await Person.login(synapse.base_url, person_account.user_id, person_account.password, work / "p")
+        person = await Person.login(
+            synapse.base_url, person_account.user_id, person_account.password, work / "p"
+        )
         bot_room = await person.create_room("bench readybot", encrypted=True, invite=[bot_account.user_id])
         echo_room = await person.create_room("bench echo", encrypted=True, invite=[echo_account.user_id])
 
@@ -85,8 +87,18 @@ async def run(pings: int, work: Path) -> None:
         bot = subprocess.Popen([sys.executable, "-m", "bot", "run", "-c", str(config)], env=env, cwd=ROOT)
         processes.append(bot)
         echo = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "echo_client.py"), "--homeserver", synapse.base_url,
-             "--user", echo_account.user_id, "--password", echo_account.password, "--store", str(work / "echo")],
+            [
+                sys.executable,
+                str(ROOT / "bench" / "echo_client.py"),
+                "--homeserver",
+                synapse.base_url,
+                "--user",
+                echo_account.user_id,
+                "--password",
+                echo_account.password,
+                "--store",
+                str(work / "echo"),
+            ],
             stdout=subprocess.PIPE,
         )
         processes.append(echo)
@@ -108,13 +120,7 @@ async def run(pings: int, work: Path) -> None:
         end_rss = rss_mib(bot.pid)
         await person.close()
 
-        p50_bot, p95_bot = percentile(bot_ms, 50), percentile(bot_ms, 95)
-        p50_echo, p95_echo = percentile(echo_ms, 50), percentile(echo_ms, 95)
-        print(f"!ping round trip through Synapse, {pings} pings each, encrypted rooms")
-        print(f"  readybot      p50 {p50_bot:7.1f} ms   p95 {p95_bot:7.1f} ms   mean {statistics.mean(bot_ms):7.1f} ms")
-        print(f"  bare nio echo p50 {p50_echo:7.1f} ms   p95 {p95_echo:7.1f} ms   mean {statistics.mean(echo_ms):7.1f} ms")
-        print(f"  ratio readybot/echo: p50 {p50_bot / p50_echo:.2f}x   p95 {p95_bot / p95_echo:.2f}x   (target p50 <= 1.15x)")
-        print(f"  readybot RSS: {started_rss:.1f} MiB after start-up, {end_rss:.1f} MiB after the run")
+        report(pings, bot_ms, echo_ms, started_rss, end_rss)
     finally:
         for process in processes:
             process.terminate()
@@ -124,6 +130,17 @@ async def run(pings: int, work: Path) -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
         synapse.stop()
+
+
+def report(pings: int, bot_ms: list[float], echo_ms: list[float], started_rss: float, end_rss: float) -> None:
+    print(f"!ping round trip through Synapse, {pings} pings each, encrypted rooms")
+    for name, values in (("readybot", bot_ms), ("bare nio echo", echo_ms)):
+        p50, p95, mean = percentile(values, 50), percentile(values, 95), statistics.mean(values)
+        print(f"  {name:<14} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms   mean {mean:7.1f} ms")
+    p50_ratio = percentile(bot_ms, 50) / percentile(echo_ms, 50)
+    p95_ratio = percentile(bot_ms, 95) / percentile(echo_ms, 95)
+    print(f"  ratio readybot/echo: p50 {p50_ratio:.2f}x   p95 {p95_ratio:.2f}x   (target p50 <= 1.15x)")
+    print(f"  readybot RSS: {started_rss:.1f} MiB after start-up, {end_rss:.1f} MiB after the run")
 
 
 def main() -> None:
