@@ -22,6 +22,11 @@ from pydantic import (
     model_validator,
 )
 
+from config.alerting import AlertmanagerSettings, DeadmanSettings
+from config.approvals import ApprovalsSettings
+from config.base import Section
+from config.kubernetes import KubernetesSettings
+
 USER_ID_PATTERN = re.compile(r"^@[^:\s]+:[^\s]+$")
 ROOM_PATTERN = re.compile(r"^[!#][^\s]+$")
 
@@ -31,12 +36,6 @@ def _not_empty_secret(value: SecretStr) -> SecretStr:
     if not value.get_secret_value():
         raise ValueError("must not be empty")
     return value
-
-
-class Section(BaseModel):
-    """Base for every section: typos are errors, not silently ignored keys."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class MatrixSettings(Section):
@@ -168,11 +167,32 @@ class Settings(BaseModel):
     permissions: PermissionsSettings = Field(default_factory=PermissionsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
+    deadman: DeadmanSettings = Field(default_factory=DeadmanSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
 
     def secret_values(self) -> list[str]:
-        """Every secret's plain value, for the log redaction filter."""
+        """Every secret's plain value, for the log redaction filter.
+
+        Walks the whole model, so a secret added to any section later is
+        masked without anyone remembering to list it here.
+        """
         values: list[str] = []
-        for secret in (self.matrix.password, self.matrix.access_token, *self.http.hook_tokens.values()):
-            if secret is not None and secret.get_secret_value():
-                values.append(secret.get_secret_value())
+        _collect_secrets(self, values)
         return values
+
+
+def _collect_secrets(value: object, into: list[str]) -> None:
+    if isinstance(value, SecretStr):
+        if value.get_secret_value():
+            into.append(value.get_secret_value())
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _collect_secrets(getattr(value, name), into)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_secrets(item, into)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _collect_secrets(item, into)

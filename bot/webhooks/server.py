@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 
 HookHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Set on an authenticated hook request: the scope of the token that matched,
+# e.g. "team-a" for `http.hook_tokens["alertmanager/team-a"]`, or None for
+# the hook-wide token `http.hook_tokens["alertmanager"]`. A hook whose payload
+# names a sender (Alertmanager's receiver) refuses a scoped token for another.
+TOKEN_SCOPE = web.RequestKey("token_scope", object)
+UNSCOPED = None
+
 
 @dataclass
 class Health:
@@ -67,9 +74,11 @@ def build_http_app(
 
     async def hook(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        if not _authorised(request, hook_tokens.get(name)):
+        matched, scope = _match_token(request, name, hook_tokens)
+        if not matched:
             log.info("refused unauthenticated request to /hooks/%s from %s", name, request.remote)
             return _problem(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        request[TOKEN_SCOPE] = scope
         handler = hooks.get(name)
         if handler is None:
             return _problem(404, f"no hook named {name!r}")
@@ -85,15 +94,22 @@ def build_http_app(
     return app
 
 
-def _authorised(request: web.Request, expected: SecretStr | None) -> bool:
-    if expected is None:
-        return False
+def _match_token(request: web.Request, hook: str, tokens: Mapping[str, SecretStr]) -> tuple[bool, str | None]:
+    """Whether the bearer token is one of the hook's; and the scope of the one that matched."""
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return False
-    # Constant-time comparison: the token must not leak through timing.
-    return hmac.compare_digest(token.strip().encode(), expected.get_secret_value().encode())
+    scheme, _, presented = header.partition(" ")
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented:
+        return False, None
+    matched: tuple[bool, str | None] = (False, None)
+    for key, expected in tokens.items():
+        owner, _, scope = key.partition("/")
+        if owner != hook:
+            continue
+        # Constant-time, and every candidate is compared: timing reveals nothing.
+        if hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
+            matched = (True, scope or None)
+    return matched
 
 
 def _problem(status: int, detail: str, headers: Mapping[str, str] | None = None) -> web.Response:

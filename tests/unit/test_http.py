@@ -97,3 +97,26 @@ async def test_oversized_body_is_refused_with_413(client: TestClient[web.Request
     """A body over the limit is refused before the handler reads it."""
     response = await client.post("/hooks/echo", data="x" * 5000, headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status == 413
+
+
+async def test_scoped_token_reaches_the_hook_with_its_scope() -> None:
+    """A token keyed `hook/scope` is accepted and the handler sees the scope; the hook-wide one gives None."""
+    from bot.webhooks.server import TOKEN_SCOPE
+
+    async def scope_echo(request: web.Request) -> web.Response:
+        return web.Response(text=str(request[TOKEN_SCOPE]))
+
+    app = build_http_app(
+        metrics=Metrics(),
+        health=Health(store_open=True),
+        hook_tokens={"am": SecretStr("wide-token-1234"), "am/team-a": SecretStr("team-a-token-1234")},
+        hooks={"am": scope_echo},
+        max_body_bytes=2048,
+    )
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        scoped = await test_client.post("/hooks/am", headers={"Authorization": "Bearer team-a-token-1234"})
+        assert await scoped.text() == "team-a"
+        wide = await test_client.post("/hooks/am", headers={"Authorization": "Bearer wide-token-1234"})
+        assert await wide.text() == "None"
+        other = await test_client.post("/hooks/other", headers={"Authorization": "Bearer team-a-token-1234"})
+        assert other.status == 401
