@@ -137,6 +137,7 @@ class ReadyBot:
                 self.clock,
             )
             self.router.reaction_handlers.extend(parts.reaction_handlers)
+            self.router.redaction_handlers.extend(parts.redaction_handlers)
             await self._start_http(stack, parts.hooks)
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)
@@ -217,6 +218,7 @@ class ReadyBot:
                     raise ValueError(f"two features serve /hooks/{name}")
                 merged.hooks[name] = handler
             merged.reaction_handlers.extend(parts.reaction_handlers)
+            merged.redaction_handlers.extend(parts.redaction_handlers)
             merged.root_tasks.extend(parts.root_tasks)
             merged.on_ready.extend(parts.on_ready)
         self._on_ready = merged.on_ready

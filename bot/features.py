@@ -22,7 +22,7 @@ from config.settings import PermissionRule
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-    from bot.matrix.router import ReactionHandler
+    from bot.matrix.router import ReactionHandler, RedactionHandler
     from bot.metrics import Metrics
     from bot.outbox import Outbox
     from bot.render.templates import Templates
@@ -106,6 +106,7 @@ class FeatureContext:
 class FeatureParts:
     hooks: dict[str, HookHandler] = field(default_factory=dict)
     reaction_handlers: list[ReactionHandler] = field(default_factory=list)
+    redaction_handlers: list[RedactionHandler] = field(default_factory=list)
     # Supervised with the other root tasks; each must return soon after stop is set.
     root_tasks: list[RootTask] = field(default_factory=list)
     # Run once the first sync is done (e.g. re-follow work interrupted by a restart).

@@ -1,4 +1,4 @@
-"""Settings of the Alertmanager relay, silences and the dead-man's switch (issue 3)."""
+"""Settings of the Alertmanager relay and of silences from chat (issue 3)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,3 @@ from config.base import Section
 
 class AlertmanagerSettings(Section):
     """Filled in by the Alertmanager feature."""
-
-
-class DeadmanSettings(Section):
-    """Filled in by the dead-man's switch feature."""

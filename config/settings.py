@@ -22,9 +22,10 @@ from pydantic import (
     model_validator,
 )
 
-from config.alerting import AlertmanagerSettings, DeadmanSettings
+from config.alerting import AlertmanagerSettings
 from config.approvals import ApprovalsSettings
 from config.base import Section
+from config.deadman import DeadmanSettings
 from config.kubernetes import KubernetesSettings
 
 USER_ID_PATTERN = re.compile(r"^@[^:\s]+:[^\s]+$")

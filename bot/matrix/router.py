@@ -18,6 +18,7 @@ from nio import (
     MatrixRoom,
     MegolmEvent,
     ReactionEvent,
+    RedactionEvent,
     RoomMessageText,
     RoomResolveAliasResponse,
 )
@@ -96,6 +97,7 @@ class Router:
         self.supervisor = TaskSupervisor()
         self.allowed_rooms: set[str] = set()
         self.reaction_handlers: list[ReactionHandler] = []
+        self.redaction_handlers: list[RedactionHandler] = []
 
     async def resolve_rooms(self) -> None:
         """Turn configured aliases into room ids; an alias that does not resolve counts for nothing."""
@@ -114,6 +116,7 @@ class Router:
         client = self._connection.client
         client.add_event_callback(self._on_text, RoomMessageText)
         client.add_event_callback(self._on_reaction, ReactionEvent)
+        client.add_event_callback(self._on_redaction, RedactionEvent)
         client.add_event_callback(self._on_undecryptable, MegolmEvent)
         client.add_event_callback(self._on_invite, InviteMemberEvent)
 
@@ -166,6 +169,15 @@ class Router:
             self.supervisor.spawn(
                 f"reaction {event.event_id}",
                 handler(room.room_id, event.sender, event.reacts_to, event.key, event.event_id),
+            )
+
+    async def _on_redaction(self, room: MatrixRoom, event: RedactionEvent) -> None:
+        if not self._counts(room.room_id, event.sender):
+            return
+        for handler in self.redaction_handlers:
+            self.supervisor.spawn(
+                f"redaction {event.event_id}",
+                handler(room.room_id, event.sender, event.redacts, event.event_id),
             )
 
     async def _on_undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
