@@ -40,6 +40,12 @@ class ReactionHandler(Protocol):
     ) -> None: ...
 
 
+class RedactionHandler(Protocol):
+    """Told when someone redacts an event (e.g. withdraws a reaction) in a served room."""
+
+    async def __call__(self, room_id: str, sender: str, redacted_event_id: str, event_id: str) -> None: ...
+
+
 class TaskSupervisor:
     """Runs handler tasks with an error boundary and drains them on shutdown."""
 
