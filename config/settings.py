@@ -151,7 +151,7 @@ class OutboxSettings(Section):
     """Retry policy of the durable outbound queue."""
 
     # Back-off ceiling between attempts while the homeserver is unreachable.
-    max_backoff_s: float = Field(default=30.0, gt=0, le=600)
+    max_backoff_s: float = Field(default=10.0, gt=0, le=600)
     # A send refused for good (e.g. 403: the bot is not in the room) is
     # tried this many times before the message is marked failed.
     max_attempts_permanent: int = Field(default=5, ge=1, le=100)
