@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nio import RoomMessageNotice
+from nio import RoomMemberEvent, RoomMessageNotice
 
 from bot import __version__
 from bot.demo.synapse import SynapseServer
@@ -328,3 +328,56 @@ async def test_messages_queued_during_an_outage_arrive_once_in_order(
     bodies = await asyncio.wait_for(all_arrived(), timeout=60)
     assert bodies == [f"queued {n}" for n in range(8)]
     assert (await runner.bot.outbox.stats()).depth == 0
+
+
+async def test_invites_to_unconfigured_rooms_from_strangers_are_declined(
+    synapse: SynapseServer,
+    bot_account: Account,
+    person_factory: PersonFactory,
+    bots: list[RunningBot],
+    tmp_path: Path,
+) -> None:
+    """An invite to a room not in matrix.rooms, from a user not in invite_from, makes the bot leave it."""
+    alice = await person_factory("alice")
+    mallory = await person_factory("mallory")
+    room = await room_with_bot(alice, bot_account.user_id)
+    await start_bot(bots, synapse, bot_account, tmp_path / "bot", [room])
+    await alice.wait_joined(room, bot_account.user_id)
+
+    elsewhere = await mallory.create_room("lure", encrypted=False, invite=[bot_account.user_id])
+
+    def bot_left(event: Any) -> bool:
+        return (
+            isinstance(event, RoomMemberEvent)
+            and event.state_key == bot_account.user_id
+            and event.membership == "leave"
+        )
+
+    await mallory.wait_for(bot_left, room_id=elsewhere, what="the bot declining the invite")
+
+
+async def test_commands_count_only_in_served_rooms(
+    synapse: SynapseServer,
+    bot_account: Account,
+    person_factory: PersonFactory,
+    bots: list[RunningBot],
+    tmp_path: Path,
+) -> None:
+    """A trusted inviter can bring the bot into a room, but commands there are not answered."""
+    alice = await person_factory("alice")
+    carol = await person_factory("carol")
+    room = await room_with_bot(alice, bot_account.user_id)
+    await start_bot(
+        bots, synapse, bot_account, tmp_path / "bot", [room], matrix={"invite_from": [carol.user_id]}
+    )
+    await alice.wait_joined(room, bot_account.user_id)
+    side = await carol.create_room("side", encrypted=True, invite=[bot_account.user_id])
+    await carol.wait_joined(side, bot_account.user_id)
+
+    ignored = await carol.send_text(side, "!ping", wait_members=[bot_account.user_id])
+    answered = await alice.send_text(room, "!ping")
+    await alice.wait_for_reply(room, bot_account.user_id, after_event_id=answered)
+    # Both rooms arrive in the same syncs; the served room's reply came back, so
+    # an answer in the side room would have been sent by now.
+    await asyncio.sleep(1.0)
+    assert replies_to(carol, side, bot_account.user_id, ignored) == []
