@@ -19,6 +19,8 @@ FROM python:3.11-slim-bookworm
 RUN groupadd --system --gid 10001 readybot \
  && useradd --system --uid 10001 --gid readybot --home-dir /var/lib/readybot --create-home readybot
 COPY --from=build /app/.venv /opt/readybot
+# READYBOT_SECRETS_DIR is where the Secret is mounted (a path, not a secret).
+# hadolint ignore=DL3064
 ENV PATH="/opt/readybot/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
     READYBOT_CONFIG=/etc/readybot/config.yaml \
