@@ -115,6 +115,12 @@ def _run(config: Path | None) -> int:
     except* SchemaTooNewError as group:
         log.error("%s", group.exceptions[0])
         code = EXIT_CONFIG
+    except* ConfigError as group:
+        # A feature found its configuration unusable at start-up (e.g. no kubeconfig).
+        for refused in group.exceptions:
+            for problem in getattr(refused, "problems", [str(refused)]):
+                log.error("invalid configuration: %s", problem)
+        code = EXIT_CONFIG
     except* Exception:
         log.exception("readybot stopped on an error")
         code = EXIT_FAILURE

@@ -119,4 +119,24 @@ FeatureFactory = Callable[[FeatureContext], Awaitable[FeatureParts]]
 def enabled_features(settings: Settings) -> list[FeatureFactory]:
     """The features this configuration turns on, in start order."""
     features: list[FeatureFactory] = []
+    if settings.kubernetes.enabled:
+        # First: approvals, Velero and readiness look its KubeApi up. Imported
+        # here so a bot without a cluster never loads the kubernetes client.
+        from bot.kube.feature import kubernetes_feature
+
+        features.append(kubernetes_feature)
+    if settings.approvals.apps:
+        # After the kubernetes feature, whose KubeApi it looks up.
+        from bot.approvals.feature import approvals_feature
+
+        features.append(approvals_feature)
+    # Before the Alertmanager relay, which finds the dead-man's switch in the extensions.
+    from bot.deadman_feature import deadman_feature
+
+    features.append(deadman_feature)
+    if settings.alertmanager.enabled:
+        # After the dead-man's switch, which it hands the Watchdog heartbeats.
+        from bot.alerting.feature import alerting_feature
+
+        features.append(alerting_feature)
     return features

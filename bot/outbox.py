@@ -222,11 +222,42 @@ class Outbox:
         target: EventRef,
         new_content: dict[str, Any],
         *,
+        supersede: bool = False,
         tx: aiosqlite.Connection | None = None,
     ) -> OutboxId:
-        """Queue an edit (``m.replace``) of ``target``, the original event (not an earlier edit)."""
+        """Queue an edit (``m.replace``) of ``target``, the original event (not an earlier edit).
+
+        With ``supersede``, an edit of the same target that is still pending
+        gets this content instead (and a new txn id), keeping its place in
+        the queue; its id is returned. Only the newest content of a message
+        matters, and every event sent costs rate budget. If that edit was
+        already on its way, the sender notices the changed txn id when it
+        records the send and sends the newer content as well.
+        """
         _check_message_content(new_content)
-        return await self._enqueue(room_id, OutboxKind.EDIT, new_content, target=target, tx=tx)
+        if not supersede:
+            return await self._enqueue(room_id, OutboxKind.EDIT, new_content, target=target, tx=tx)
+        _check_room(room_id)
+        _check_size(OutboxKind.EDIT, new_content, target=target, root=None)
+        async with self._db.transaction(tx) as conn:
+            stored = await self._stored_ref(conn, room_id, target)
+            # The pending edit may name the target either way: by the row
+            # (queued before the target was sent) or by its event id.
+            by_row = target if type(target) is int else stored.outbox_id
+            replaced = await self._repo.supersede_edit(
+                conn,
+                room_id,
+                OutboxId(by_row) if by_row is not None else None,
+                stored.event_id,
+                new_content,
+                uuid.uuid4().hex,
+            )
+            if replaced is not None:
+                log.debug("outbox %d superseded: edit in %s", replaced, room_id)
+                return replaced
+            outbox_id = await self._insert(conn, room_id, OutboxKind.EDIT, new_content, stored, Ref())
+        self._enqueued(outbox_id, OutboxKind.EDIT, room_id)
+        return outbox_id
 
     async def react(
         self, room_id: str, target: EventRef, key: str, *, tx: aiosqlite.Connection | None = None
@@ -275,6 +306,14 @@ class Outbox:
         age = 0.0 if pending.oldest_created_at is None else self._clock() - pending.oldest_created_at
         return OutboxStats(depth=pending.depth, oldest_age_s=max(0.0, age))
 
+    async def sent_times(self, since: float, limit: int) -> list[float]:
+        """When rows were sent after ``since`` (epoch seconds, oldest first), at most the last ``limit``.
+
+        What a sender of rate-limited messages needs to estimate how much of
+        the homeserver's budget is left.
+        """
+        return await self._repo.sent_since(since, limit)
+
     async def prune(self, settled_before: float) -> int:
         """Delete sent/failed rows settled before ``settled_before`` (epoch seconds).
 
@@ -294,24 +333,39 @@ class Outbox:
         root: EventRef | None = None,
         tx: aiosqlite.Connection | None,
     ) -> OutboxId:
-        if not isinstance(room_id, str) or not room_id.startswith("!"):
-            raise ValueError("room_id must be a room id (!…); resolve aliases before enqueueing")
+        _check_room(room_id)
         _check_size(kind, payload, target=target, root=root)
         async with self._db.transaction(tx) as conn:
-            new = NewOutboxRow(
-                room_id=room_id,
-                kind=kind,
-                payload=payload,
-                txn_id=uuid.uuid4().hex,
-                created_at=self._clock(),
-                target=await self._stored_ref(conn, room_id, target),
-                root=await self._stored_ref(conn, room_id, root),
-            )
-            outbox_id = await self._repo.insert(conn, new)
+            stored_target = await self._stored_ref(conn, room_id, target)
+            stored_root = await self._stored_ref(conn, room_id, root)
+            outbox_id = await self._insert(conn, room_id, kind, payload, stored_target, stored_root)
+        self._enqueued(outbox_id, kind, room_id)
+        return outbox_id
+
+    async def _insert(
+        self,
+        conn: aiosqlite.Connection,
+        room_id: str,
+        kind: OutboxKind,
+        payload: dict[str, Any],
+        target: Ref,
+        root: Ref,
+    ) -> OutboxId:
+        new = NewOutboxRow(
+            room_id=room_id,
+            kind=kind,
+            payload=payload,
+            txn_id=uuid.uuid4().hex,
+            created_at=self._clock(),
+            target=target,
+            root=root,
+        )
+        return await self._repo.insert(conn, new)
+
+    def _enqueued(self, outbox_id: OutboxId, kind: OutboxKind, room_id: str) -> None:
         log.debug("outbox %d queued: %s in %s", outbox_id, kind.value, room_id)
         if self.on_enqueued is not None:
             self.on_enqueued()
-        return outbox_id
 
     async def _stored_ref(self, conn: aiosqlite.Connection, room_id: str, ref: EventRef | None) -> Ref:
         """Validate a reference and store it as an event id when one is already known."""
@@ -333,6 +387,11 @@ class Outbox:
         if row.state is OutboxState.SENT and row.event_id is not None:
             return Ref(event_id=row.event_id)
         return Ref(outbox_id=row.id)
+
+
+def _check_room(room_id: str) -> None:
+    if not isinstance(room_id, str) or not room_id.startswith("!"):
+        raise ValueError("room_id must be a room id (!…); resolve aliases before enqueueing")
 
 
 def _check_message_content(content: dict[str, Any]) -> None:
@@ -456,8 +515,15 @@ class OutboxSender:
             return
         backoff = _Backoff(self._initial_backoff_s, self._settings.max_backoff_s)
         failures = 0
+        retrying = False
         while True:
             await self._wait_rate_limit()
+            # After a pause or back-off the row may have been superseded (a
+            # newer edit took its place): then the room's loop reads it again
+            # rather than spend an event of the rate budget on stale content.
+            if retrying and await self._superseded(row):
+                return
+            retrying = True
             try:
                 event_id = await self._transport.send_event(row.room_id, event_type, content, row.txn_id)
             except RateLimited as exc:
@@ -474,11 +540,19 @@ class OutboxSender:
                 if await self._count_failure(row, exc, failures, refused=False):
                     return
             else:
-                await self._repo.mark_sent(row.id, event_id, self._clock())
+                # False when the row was superseded while on its way (a newer
+                # edit replaced its content and txn id): it stays pending and
+                # the room's loop sends the newer content next.
+                await self._repo.mark_sent(row.id, event_id, self._clock(), txn_id=row.txn_id)
                 self._metrics.messages_sent.labels(kind=row.kind.value).inc()
                 log.debug("outbox %d sent as %s: %s in %s", row.id, event_id, row.kind.value, row.room_id)
                 return
             await asyncio.sleep(backoff.next_delay())
+
+    async def _superseded(self, row: OutboxRow) -> bool:
+        """Whether the row changed (new content and txn id) or settled since it was read."""
+        fresh = await self._repo.get(row.id)
+        return fresh is None or fresh.state is not OutboxState.PENDING or fresh.txn_id != row.txn_id
 
     async def _build(self, row: OutboxRow) -> tuple[str, dict[str, Any]]:
         target = await self._resolve(row.target)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 # Importing a module registers its commands in commands.registry.registry.
-_MODULES = ("commands.help", "commands.ping")
+_MODULES = ("commands.help", "commands.ping", "commands.alerts", "commands.watchdog", "commands.sync")
 
 
 def load_all() -> None:

@@ -130,15 +130,11 @@ class CommandRegistry:
     def parse(self, text: str, prefix: str) -> Invocation | None:
         """Parse a chat line; None when it is not addressed to the bot at all.
 
-        Raises ``UnknownCommand`` for a prefixed word nobody registered, and
-        ``UsageError`` for unbalanced quotes.
+        Raises ``UnknownCommand`` for a prefixed word nobody registered.
         """
         if not text.startswith(prefix) or len(text) == len(prefix) or text[len(prefix)].isspace():
             return None
-        try:
-            words = shlex.split(text[len(prefix) :])
-        except ValueError:
-            raise UsageError("unbalanced quotes in the command") from None
+        words = split_words(text[len(prefix) :])
         if not words:
             return None
         # The longest registered name wins, so `readiness status` beats `readiness`.
@@ -148,6 +144,18 @@ class CommandRegistry:
                 if cmd is not None:
                     return Invocation(cmd, words[length:])
         raise UnknownCommand(words[0].lower())
+
+
+def split_words(text: str) -> list[str]:
+    """Shell-like words (quotes group), or plain words when the quotes do not pair up.
+
+    People type apostrophes ("the node's disk is full"); refusing such a line
+    for unbalanced quotes would be pedantic, so it is split on white space.
+    """
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
 
 
 def _build_command(name: str, handler: Handler, aliases: tuple[str, ...], permission: str | None) -> Command:

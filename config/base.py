@@ -1,11 +1,27 @@
-"""The base of every settings section."""
+"""The base of every settings section, and the permission rule several sections share."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Section(BaseModel):
     """Base for every section: typos are errors, not silently ignored keys."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PermissionRule(Section):
+    """Who may run a command, in a room the bot serves.
+
+    Empty lists and no power level mean: anyone in the room. When both are
+    set, either one suffices.
+    """
+
+    users: list[str] = Field(default_factory=list)
+    min_power_level: int | None = Field(default=None, ge=0)
+
+    @property
+    def is_open(self) -> bool:
+        """True when the rule sets nothing, i.e. lets anyone in the room through."""
+        return not self.users and self.min_power_level is None

@@ -44,8 +44,11 @@ ENV_PREFIX = "READYBOT_"
 SECRETS_DIR_ENV = "READYBOT_SECRETS_DIR"
 # READYBOT_* variables that configure the loader itself rather than naming a
 # setting (the secrets dir, the CLI's config path, the demo's Synapse
-# interpreter); every other READYBOT_* variable must name a setting.
-RESERVED_ENV_NAMES = frozenset({SECRETS_DIR_ENV, "READYBOT_CONFIG", "READYBOT_SYNAPSE_PYTHON"})
+# interpreter, the real cluster the Kubernetes tests may target); every other
+# READYBOT_* variable must name a setting.
+RESERVED_ENV_NAMES = frozenset(
+    {SECRETS_DIR_ENV, "READYBOT_CONFIG", "READYBOT_SYNAPSE_PYTHON", "READYBOT_TEST_KUBECONFIG"}
+)
 PATH_DELIMITER = "__"
 
 # pydantic prefixes messages of ValueError/AssertionError raised in validators;

@@ -24,6 +24,10 @@ from pydantic import (
 
 from config.alerting import AlertmanagerSettings
 from config.approvals import ApprovalsSettings
+
+# PermissionRule lives in config.base so section modules (approvals) can use it
+# without importing this module, which imports them.
+from config.base import PermissionRule as PermissionRule  # noqa: PLC0414 - an explicit re-export (mypy)
 from config.base import Section
 from config.deadman import DeadmanSettings
 from config.kubernetes import KubernetesSettings
@@ -119,17 +123,6 @@ class StoreSettings(Section):
     """The one SQLite file holding the outbox, audit log and bot state."""
 
     path: Path = Path("state/readybot.sqlite3")
-
-
-class PermissionRule(Section):
-    """Who may run a command, in a room the bot serves.
-
-    Empty lists and no power level mean: anyone in the room. When both are
-    set, either one suffices.
-    """
-
-    users: list[str] = Field(default_factory=list)
-    min_power_level: int | None = Field(default=None, ge=0)
 
 
 class PermissionsSettings(Section):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from nio import (
@@ -32,6 +33,13 @@ from bot.store.handled import HandledEvents
 from config.settings import MatrixSettings
 
 log = logging.getLogger(__name__)
+
+
+# The homeserver's timestamp (epoch seconds) of the reaction a handler task
+# is handling: set before the handler tasks are spawned (a task copies the
+# context it is created in). For handlers that care when a reaction was made,
+# e.g. an approval made while the bot was down counts if it was made in time.
+reaction_sent_at: ContextVar[float | None] = ContextVar("reaction_sent_at", default=None)
 
 
 class ReactionHandler(Protocol):
@@ -171,6 +179,7 @@ class Router:
     async def _on_reaction(self, room: MatrixRoom, event: ReactionEvent) -> None:
         if not self._counts(room.room_id, event.sender):
             return
+        reaction_sent_at.set(event.server_timestamp / 1000)
         for handler in self.reaction_handlers:
             self.supervisor.spawn(
                 f"reaction {event.event_id}",

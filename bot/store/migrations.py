@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING
 
 import aiosqlite
 
+from bot.store.alert_groups import migrate_alert_groups
+from bot.store.approvals import migrate_approvals
+from bot.store.heartbeats import migrate_heartbeats
+
 if TYPE_CHECKING:
     from bot.store.database import Database
 
@@ -93,7 +97,7 @@ async def _v1_initial(conn: aiosqlite.Connection) -> None:
     await conn.execute("CREATE INDEX outbox_pending ON outbox (room_id, id) WHERE state = 'pending'")
 
 
-MIGRATIONS: Sequence[Migration] = (_v1_initial,)
+MIGRATIONS: Sequence[Migration] = (_v1_initial, migrate_heartbeats, migrate_approvals, migrate_alert_groups)
 
 
 async def schema_version(db: Database) -> int:

@@ -155,15 +155,67 @@ class OutboxRepo:
         rows = await self._db.fetchall("SELECT DISTINCT room_id FROM outbox WHERE state = 'pending'")
         return [str(row["room_id"]) for row in rows]
 
-    async def mark_sent(self, outbox_id: OutboxId, event_id: str, at: float) -> bool:
-        """Record delivery; False if the row was no longer pending."""
+    async def mark_sent(
+        self, outbox_id: OutboxId, event_id: str, at: float, *, txn_id: str | None = None
+    ) -> bool:
+        """Record delivery; False if the row was no longer pending.
+
+        With ``txn_id``: also False (the row stays pending) if the row's txn
+        id changed since, i.e. its content was superseded while being sent.
+        """
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "UPDATE outbox SET state = 'sent', event_id = ?, settled_at = ?, attempts = attempts + 1"
-                " WHERE id = ? AND state = 'pending'",
-                (event_id, at, outbox_id),
+                " WHERE id = ? AND state = 'pending' AND (? IS NULL OR txn_id = ?)",
+                (event_id, at, outbox_id, txn_id, txn_id),
             )
             return cursor.rowcount == 1
+
+    async def supersede_edit(
+        self,
+        conn: aiosqlite.Connection,
+        room_id: str,
+        target_row: OutboxId | None,
+        target_event_id: str | None,
+        payload: dict[str, Any],
+        txn_id: str,
+    ) -> OutboxId | None:
+        """Give the newest pending edit of a target new content and txn id (in ``conn``'s transaction).
+
+        The target is matched by row or by event id (either may be None).
+        Returns the edit's id, or None when no edit of that target is pending.
+        """
+        # The last clause finds an edit queued against the target's row when
+        # the caller names the target by its event id (a primary-key lookup
+        # per pending edit of the room, which the partial index lists).
+        cursor = await conn.execute(
+            "UPDATE outbox SET payload = ?, txn_id = ? WHERE id = ("
+            " SELECT e.id FROM outbox e WHERE e.room_id = ? AND e.kind = 'edit' AND e.state = 'pending'"
+            " AND (e.target_outbox_id = ? OR e.target_event_id = ? OR EXISTS ("
+            "  SELECT 1 FROM outbox t WHERE t.id = e.target_outbox_id AND t.event_id = ?))"
+            " ORDER BY e.id DESC LIMIT 1)"
+            " RETURNING id",
+            (
+                json.dumps(payload, ensure_ascii=False, allow_nan=False),
+                txn_id,
+                room_id,
+                target_row,
+                target_event_id,
+                target_event_id,
+            ),
+        )
+        row = await cursor.fetchone()
+        await cursor.close()
+        return None if row is None else OutboxId(row["id"])
+
+    async def sent_since(self, since: float, limit: int) -> list[float]:
+        """Send times after ``since``, oldest first; the newest ``limit`` of them."""
+        rows = await self._db.fetchall(
+            "SELECT settled_at FROM outbox WHERE state = 'sent' AND settled_at > ?"
+            " ORDER BY settled_at DESC LIMIT ?",
+            (since, limit),
+        )
+        return [float(row["settled_at"]) for row in reversed(rows)]
 
     async def mark_failed(self, outbox_id: OutboxId, error: str, at: float) -> bool:
         """Give up on a row; False if it was no longer pending."""

@@ -9,16 +9,28 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from bot.demo.synapse import SYNAPSE_MISSING, SynapseServer, find_synapse_python
 
+from .alertmanager import AlertmanagerServer, find_alertmanager
 from .people import Account, Person, PersonFactory, register_account
 
 _HERE = Path(__file__).parent.resolve()
+
+
+ALERTMANAGER_MISSING = (
+    "Alertmanager is not installed: apt-get install prometheus-alertmanager (or set READYBOT_ALERTMANAGER)"
+)
+# alertmanager(config_yaml) -> a started AlertmanagerServer on 127.0.0.1
+AlertmanagerFactory = Callable[[str], AlertmanagerServer]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -73,3 +85,30 @@ async def person_factory(synapse: SynapseServer, tmp_path: Path) -> AsyncIterato
     finally:
         for person in people:
             await person.close()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[AlertmanagerFactory]:
+    """``alertmanager(config_yaml)``: a real Alertmanager started on 127.0.0.1, stopped at teardown.
+
+    A factory, because the configuration routes to the bot, whose port is
+    known only once it runs; each test may stop and start its own instance.
+    """
+    if find_alertmanager() is None:
+        # As for Synapse: a skip on a developer's machine, a failure in CI.
+        if in_ci():
+            pytest.fail(ALERTMANAGER_MISSING, pytrace=False)
+        pytest.skip(ALERTMANAGER_MISSING)
+    servers: list[AlertmanagerServer] = []
+
+    def make(config_yaml: str) -> AlertmanagerServer:
+        server = AlertmanagerServer(tmp_path / f"alertmanager-{len(servers)}", config_yaml)
+        servers.append(server)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()

@@ -612,3 +612,97 @@ async def test_prune_keeps_rows_a_pending_row_still_refers_to(h: Harness, db_pat
     assert await h.outbox.prune(settled_before=200.0) == 0
     assert raw_row(db_path, post) is not None
     assert await h.outbox.state(reaction) is OutboxState.PENDING
+
+
+# --- superseding pending edits --------------------------------------------------
+
+
+def new_body(call: Call) -> str:
+    body: str = call.content["m.new_content"]["body"]
+    return body
+
+
+async def test_superseding_edit_replaces_the_pending_one(h: Harness, db_path: Path) -> None:
+    """Superseding edits before the first is sent leave one edit row: its id, newest content, new txn."""
+    post = await h.outbox.send_message(ROOM_A, text("1 firing"))
+    first = await h.outbox.edit(ROOM_A, post, text("2 firing"), supersede=True)
+    first_txn = raw_row(db_path, first)["txn_id"]  # type: ignore[index]
+    again = await h.outbox.edit(ROOM_A, post, text("3 firing"), supersede=True)
+    assert again == first
+    assert raw_row(db_path, first)["txn_id"] != first_txn  # type: ignore[index]
+
+    async with running(h.sender):
+        assert await h.outbox.wait_sent(again, timeout=3.0) is not None
+    assert [c.content["body"] for c in h.hs.calls] == ["1 firing", "* 3 firing"]
+
+
+async def test_supersede_matches_the_target_by_row_or_by_event_id(h: Harness) -> None:
+    """A pending edit queued against the row is superseded by one naming the (since sent) event id."""
+    post = await h.outbox.send_message(ROOM_A, text("alert"))
+    edit = await h.outbox.edit(ROOM_A, post, text("v2"), supersede=True)
+    await OutboxRepo(h.db).mark_sent(post, "$alert", at=1.0)
+    assert await h.outbox.edit(ROOM_A, "$alert", text("v3"), supersede=True) == edit
+    other = await h.outbox.send_message(ROOM_A, text("another"))
+    assert await h.outbox.edit(ROOM_A, other, text("x"), supersede=True) != edit
+
+
+async def test_supersede_after_the_edit_was_sent_queues_a_new_edit(h: Harness) -> None:
+    """Once the earlier edit is sent there is nothing to supersede: a new edit row is queued."""
+    post = await h.outbox.send_message(ROOM_A, text("v1"))
+    async with running(h.sender):
+        first = await h.outbox.edit(ROOM_A, post, text("v2"), supersede=True)
+        assert await h.outbox.wait_sent(first, timeout=3.0) is not None
+        second = await h.outbox.edit(ROOM_A, post, text("v3"), supersede=True)
+        assert second != first
+        assert await h.outbox.wait_sent(second, timeout=3.0) is not None
+    assert [new_body(c) for c in h.hs.calls[1:]] == ["v2", "v3"]
+
+
+async def test_edit_superseded_while_in_flight_is_sent_again_with_the_newest_content(h: Harness) -> None:
+    """The sender records a send only if the txn id is unchanged; else it sends the newer content too."""
+    post = await h.outbox.send_message(ROOM_A, text("v1"))
+    edit = await h.outbox.edit(ROOM_A, post, text("v2"), supersede=True)
+    release = asyncio.Event()
+    in_flight = asyncio.Event()
+    send = h.hs.send_event
+
+    async def slow_edits(room_id: str, event_type: str, content: dict[str, Any], txn_id: str) -> str:
+        if "m.new_content" in content and not release.is_set():
+            in_flight.set()
+            await release.wait()
+        return await send(room_id, event_type, content, txn_id)
+
+    h.sender._transport = type("Slow", (), {"send_event": staticmethod(slow_edits)})()
+    async with running(h.sender):
+        await asyncio.wait_for(in_flight.wait(), 3.0)
+        assert await h.outbox.edit(ROOM_A, post, text("v3"), supersede=True) == edit
+        release.set()
+        await eventually(lambda: [new_body(c) for c in h.hs.calls[1:]] == ["v2", "v3"])
+        assert await h.outbox.wait_sent(edit, timeout=3.0) == h.hs.timeline[ROOM_A][-1].event_id
+
+
+async def test_edit_superseded_during_a_rate_limit_pause_sends_only_the_newest(h: Harness) -> None:
+    """A 429-paused edit that is superseded meanwhile goes out once, with the newest content."""
+    post = await h.outbox.send_message(ROOM_A, text("v1"))
+    async with running(h.sender):
+        assert await h.outbox.wait_sent(post, timeout=3.0) is not None
+        h.hs.plan(ROOM_A, RateLimited(0.3))
+        edit = await h.outbox.edit(ROOM_A, post, text("v2"), supersede=True)
+        await eventually(lambda: len(h.hs.calls) == 2)  # the 429
+        assert await h.outbox.edit(ROOM_A, post, text("v3"), supersede=True) == edit
+        assert await h.outbox.wait_sent(edit, timeout=3.0) is not None
+    assert [new_body(c) for c in h.hs.calls[1:]] == ["v2", "v3"]  # the 429'd attempt, then only v3
+    assert [new_body(Call(ROOM_A, e.event_type, e.content, "", 0)) for e in h.hs.timeline[ROOM_A][1:]] == [
+        "v3"
+    ]
+
+
+async def test_sent_times_lists_recent_sends_oldest_first(h: Harness) -> None:
+    """sent_times gives settle times after `since`, oldest first, at most the newest `limit`."""
+    repo = OutboxRepo(h.db)
+    for at in (10.0, 20.0, 30.0, 40.0):
+        row = await h.outbox.send_message(ROOM_A, text(str(at)))
+        await repo.mark_sent(row, f"$e{int(at)}", at=at)
+    await h.outbox.send_message(ROOM_A, text("pending"))
+    assert await h.outbox.sent_times(since=15.0, limit=10) == [20.0, 30.0, 40.0]
+    assert await h.outbox.sent_times(since=0.0, limit=2) == [30.0, 40.0]

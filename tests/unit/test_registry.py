@@ -86,10 +86,11 @@ def test_quoted_words_stay_together(registry: CommandRegistry) -> None:
     assert args == ["alertname=Disk Full", 10, "planned", "work"]
 
 
-def test_unbalanced_quotes_are_a_usage_error(registry: CommandRegistry) -> None:
-    """An unclosed quote is answered, not crashed on."""
-    with pytest.raises(UsageError):
-        registry.parse('!silence "oops 10', "!")
+def test_an_apostrophe_in_free_text_splits_on_white_space(registry: CommandRegistry) -> None:
+    """Unpaired quotes (an apostrophe in a comment) fall back to plain words instead of failing."""
+    invocation = registry.parse("!silence alertname=X 10 the node's disk", "!")
+    assert invocation is not None
+    assert invocation.command.bind(invocation.words, "!") == ["alertname=X", 10, "the", "node's", "disk"]
 
 
 def test_missing_argument_answers_with_the_usage_line(registry: CommandRegistry) -> None:

@@ -1,0 +1,401 @@
+"""Alertmanager webhook → room: answer times, time to visible, and storms, against a local Synapse.
+
+readybot runs as its own process with its default configuration (send
+budget: burst 10, 12/min, as a production homeserver allows). A person's
+E2EE client watches the encrypted room. In one run:
+
+1. latency: alert groups posted one at a time, alternating with a bare
+   matrix-nio client sending a message to the same room; for both, the time
+   until the person's client sees it (the bare client's send-to-sync time is
+   the floor), and the webhook's answer time;
+2. burst: 1,000 distinct groups (1-3 alerts each) posted 20 at a time: the
+   answer times, whether every group became visible (in its own message or a
+   digest line), none twice, and the time until the last one was visible;
+3. the same burst of 100 groups against a second Synapse with its default
+   rate limits (rc_message 0.2/s, burst 10) for the bot user.
+
+    uv run python bench/alert_relay.py [--latency 100] [--burst 1000] [--limited 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from nio import Event, RoomMessageNotice, RoomMessageText
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bot.demo.synapse import SynapseServer, free_port  # noqa: E402
+from tests.integration.people import Person, register_account  # noqa: E402
+
+TOKEN = "bench-hook-token-5s8Kq"
+MARK = re.compile(r"bench-(\d+)-(\d{6})")
+VISIBLE_TIMEOUT_S = 180.0
+MESSAGE_LIMIT = 65_536
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def wait_ready(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("readybot did not become ready")
+
+
+def group_payload(run: int, index: int, alerts: int) -> dict[str, Any]:
+    """A webhook body as Alertmanager 0.25 sends it: one group, ``alerts`` firing alerts."""
+    name = f"bench-{run}-{index:06}"
+    group = {"alertname": "BenchAlert", "bench": name}
+    items = []
+    for n in range(alerts):
+        labels = {**group, "instance": f"node-{n}", "severity": "warning", "job": "bench"}
+        items.append(
+            {
+                "status": "firing",
+                "labels": labels,
+                "annotations": {"summary": f"Synthetic alert {n} of {name}"},
+                "startsAt": "2026-11-25T10:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus.example/graph?g0.expr=up",
+                "fingerprint": f"{run:04x}{index:06x}{n:02x}",
+            }
+        )
+    common = {k: v for k, v in items[0]["labels"].items() if all(a["labels"].get(k) == v for a in items)}
+    return {
+        "receiver": "readybot",
+        "status": "firing",
+        "alerts": items,
+        "groupLabels": group,
+        "commonLabels": common,
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example:9093",
+        "version": "4",
+        "groupKey": '{}:{alertname="BenchAlert", bench="' + name + '"}',
+        "truncatedAlerts": 0,
+    }
+
+
+# -- watching the room ------------------------------------------------------------
+
+
+def text_of(event: Event) -> tuple[str | None, str]:
+    """(the original message an edit replaces, or None; the text a client shows now)."""
+    content = getattr(event, "source", {}).get("content", {})
+    relates = content.get("m.relates_to", {})
+    if relates.get("rel_type") == "m.replace":
+        return relates.get("event_id"), content.get("m.new_content", {}).get("body", "")
+    return None, getattr(event, "body", "")
+
+
+@dataclass
+class Visibility:
+    """Which bench groups the person's client shows, in which message, since when."""
+
+    run: int
+    first_seen: dict[int, float] = field(default_factory=dict)
+    # group index -> original messages whose current text shows it
+    shown_in: dict[int, set[str]] = field(default_factory=dict)
+    _current: dict[str, set[int]] = field(default_factory=dict)
+    _position: int = 0
+
+    def scan(self, person: Person, room: str, bot: str) -> None:
+        received = person.received
+        now = time.perf_counter()
+        for room_id, event in received[self._position :]:
+            if room_id != room or getattr(event, "sender", None) != bot:
+                continue
+            if not isinstance(event, RoomMessageNotice | RoomMessageText):
+                continue
+            relates = event.source.get("content", {}).get("m.relates_to", {})
+            if relates.get("rel_type") == "m.thread":
+                continue
+            target, text = text_of(event)
+            original = target or event.event_id
+            groups = {int(m.group(2)) for m in MARK.finditer(text) if int(m.group(1)) == self.run}
+            for index in self._current.get(original, set()) - groups:
+                self.shown_in[index].discard(original)
+            self._current[original] = groups
+            for index in groups:
+                self.shown_in.setdefault(index, set()).add(original)
+                self.first_seen.setdefault(index, now)
+        self._position = len(received)
+
+    def visible(self) -> set[int]:
+        return {i for i, where in self.shown_in.items() if where}
+
+    def duplicated(self) -> set[int]:
+        return {i for i, where in self.shown_in.items() if len(where) > 1}
+
+
+# -- posting ------------------------------------------------------------------------
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: bytes) -> float:
+    """POST one notification; its answer time in ms (raises unless 200)."""
+    began = time.perf_counter()
+    async with session.post(
+        url, data=body, headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    ) as response:
+        await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"webhook answered {response.status}")
+    return (time.perf_counter() - began) * 1000
+
+
+def burst_in_thread(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], float]:
+    """Post every body, ``concurrency`` at a time, from a thread with its own event loop.
+
+    Its own loop: the answer times must not include the person's client
+    decrypting hundreds of events on the main loop. Returns (answer times,
+    perf_counter when the burst began).
+    """
+    result: list[Any] = []
+
+    async def run() -> None:
+        times: list[float] = []
+        queue = list(enumerate(bodies))
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            began = time.perf_counter()
+
+            async def worker() -> None:
+                while queue:
+                    _, body = queue.pop(0)
+                    times.append(await post(session, url, body))
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.extend([times, began])
+
+    thread = threading.Thread(target=lambda: asyncio.run(run()), name="bench-burst")
+    thread.start()
+    thread.join()
+    return result[0], result[1]
+
+
+# -- one homeserver ------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    synapse: SynapseServer
+    person: Person
+    bare: Person
+    room: str
+    bot_user: str
+    url: str
+    bot: subprocess.Popen[bytes]
+
+
+async def set_up(work: Path, *, open_limits: bool) -> Setup:
+    synapse = SynapseServer(work / "synapse", open_rate_limits=open_limits)
+    synapse.start()
+    person_account = register_account(synapse, "person")
+    bare_account = register_account(synapse, "bare")
+    bot_account = register_account(synapse, "readybot")
+    person = await Person.login(synapse.base_url, person_account.user_id, person_account.password, work / "p")
+    bare = await Person.login(synapse.base_url, bare_account.user_id, bare_account.password, work / "b")
+    room = await person.create_room(
+        "bench alerts", encrypted=True, invite=[bot_account.user_id, bare_account.user_id]
+    )
+    await bare.join(room)
+    port = free_port()
+    config = work / "readybot.yaml"
+    config.write_text(
+        f"matrix:\n  homeserver: {synapse.base_url}\n  user_id: '{bot_account.user_id}'\n"
+        f"  store_dir: {work / 'bot' / 'crypto'}\n  rooms: ['{room}']\n"
+        f"http:\n  host: 127.0.0.1\n  port: {port}\n"
+        f"store:\n  path: {work / 'bot' / 'readybot.sqlite3'}\nlogging:\n  level: WARNING\n"
+        f"alertmanager:\n  enabled: true\n  default_rooms: ['{room}']\n"
+    )
+    env = {
+        **os.environ,
+        "READYBOT_MATRIX__PASSWORD": bot_account.password,
+        "READYBOT_HTTP__HOOK_TOKENS__ALERTMANAGER": TOKEN,
+    }
+    bot = subprocess.Popen([sys.executable, "-m", "bot", "run", "-c", str(config)], env=env, cwd=ROOT)
+    await asyncio.to_thread(wait_ready, port)
+    await person.wait_joined(room, bot_account.user_id, timeout=60)
+    await bare.wait_joined(room, person_account.user_id, timeout=60)
+    return Setup(
+        synapse, person, bare, room, bot_account.user_id, f"http://127.0.0.1:{port}/hooks/alertmanager", bot
+    )
+
+
+async def tear_down(setup: Setup) -> None:
+    await setup.person.close()
+    await setup.bare.close()
+    setup.bot.terminate()
+    try:
+        setup.bot.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        setup.bot.kill()
+    setup.synapse.stop()
+
+
+async def bare_send(bare: Person, room: str, body: str) -> None:
+    """What a bare nio client does to send: encrypt and PUT (no extra key queries)."""
+    client = bare.client
+    if client.olm is not None and client.should_query_keys:
+        await client.keys_query()
+    await client.room_send(
+        room, "m.room.message", {"msgtype": "m.text", "body": body}, ignore_unverified_devices=True
+    )
+
+
+async def timed_until_seen(
+    person: Person, room: str, marker: str, send: Callable[[], Awaitable[Any]]
+) -> float:
+    since = person.mark()
+    began = time.perf_counter()
+    await send()
+    await person.wait_for(
+        lambda e: marker in (getattr(e, "body", "") or ""), room_id=room, since=since, timeout=30
+    )
+    return (time.perf_counter() - began) * 1000
+
+
+async def latency(setup: Setup, count: int, run: int) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {"answer": [], "visible": [], "bare": []}
+    async with aiohttp.ClientSession() as session:
+        for index in range(-10, count):  # 10 warm-up rounds: key sharing, caches
+            body = json.dumps(group_payload(run, index + 10, 1)).encode()
+            answer: list[float] = []
+
+            async def send_hook(body: bytes = body, answer: list[float] = answer) -> None:
+                answer.append(await post(session, setup.url, body))
+
+            marker = f"bench-{run}-{index + 10:06}"
+            visible = await timed_until_seen(setup.person, setup.room, marker, send_hook)
+            bare_marker = f"bare-{run}-{index + 10:06}"
+            bare = await timed_until_seen(
+                setup.person,
+                setup.room,
+                bare_marker,
+                lambda m=bare_marker: bare_send(setup.bare, setup.room, m),
+            )
+            if index >= 0:
+                results["answer"].append(answer[0])
+                results["visible"].append(visible)
+                results["bare"].append(bare)
+    return results
+
+
+@dataclass
+class BurstResult:
+    groups: int
+    answers: list[float]
+    visible: int
+    duplicated: int
+    last_visible_s: float | None
+    messages: int
+
+
+async def burst(setup: Setup, groups: int, run: int, concurrency: int = 20) -> BurstResult:
+    rng = random.Random(run)
+    bodies = [json.dumps(group_payload(run, i, rng.randint(1, 3))).encode() for i in range(groups)]
+    seen = Visibility(run)
+    seen.scan(setup.person, setup.room, setup.bot_user)
+    answers, began = await asyncio.to_thread(burst_in_thread, setup.url, bodies, concurrency)
+    deadline = time.perf_counter() + VISIBLE_TIMEOUT_S
+    while len(seen.visible()) < groups and time.perf_counter() < deadline:
+        await asyncio.sleep(0.02)
+        seen.scan(setup.person, setup.room, setup.bot_user)
+    # A little longer: a group shown twice would show up now.
+    await asyncio.sleep(2)
+    seen.scan(setup.person, setup.room, setup.bot_user)
+    visible = seen.visible()
+    last = max(seen.first_seen[i] for i in visible) - began if len(visible) == groups else None
+    originals = {o for where in seen.shown_in.values() for o in where}
+    return BurstResult(groups, answers, len(visible), len(seen.duplicated()), last, len(originals))
+
+
+# -- reporting -------------------------------------------------------------------------
+
+
+def line(name: str, values: list[float]) -> str:
+    p50, p99 = percentile(values, 50), percentile(values, 99)
+    return f"p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   ({name}, n={len(values)})"
+
+
+def report_latency(results: dict[str, list[float]]) -> None:
+    print("latency (groups posted one at a time; open rate limits)")
+    print("  webhook answer        " + line("POST → 200", results["answer"]))
+    print("  alert visible         " + line("POST → person's client shows it", results["visible"]))
+    print("  bare client message   " + line("send → person's client shows it", results["bare"]))
+    gap = percentile(results["visible"], 50) - percentile(results["bare"], 50)
+    print(f"  visible p50 - bare p50: {gap:+.1f} ms (target <= +5 ms)")
+
+
+def report_burst(title: str, result: BurstResult, target_s: float) -> None:
+    print(title)
+    print("  webhook answer        " + line("POST → 200", result.answers))
+    last = "never" if result.last_visible_s is None else f"{result.last_visible_s:.1f} s"
+    print(
+        f"  visible {result.visible}/{result.groups}, lost {result.groups - result.visible}, "
+        f"shown twice {result.duplicated}, room messages used {result.messages}"
+    )
+    print(f"  last group visible after {last} (target <= {target_s:.0f} s)")
+
+
+async def run(latency_count: int, burst_groups: int, limited_groups: int, work: Path) -> None:
+    setup = await set_up(work / "open", open_limits=True)
+    try:
+        report_latency(await latency(setup, latency_count, run=1))
+        report_burst(
+            f"burst of {burst_groups} groups, concurrency 20, open rate limits",
+            await burst(setup, burst_groups, run=2),
+            10,
+        )
+    finally:
+        await tear_down(setup)
+    setup = await set_up(work / "limited", open_limits=False)
+    try:
+        report_burst(
+            f"burst of {limited_groups} groups, concurrency 20, Synapse default rate limits for the bot",
+            await burst(setup, limited_groups, run=3),
+            60,
+        )
+    finally:
+        await tear_down(setup)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=int, default=100, help="groups posted one at a time")
+    parser.add_argument("--burst", type=int, default=1_000, help="groups in the open-limits burst")
+    parser.add_argument("--limited", type=int, default=100, help="groups in the default-limits burst")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="readybot-bench-") as work:
+        asyncio.run(run(args.latency, args.burst, args.limited, Path(work)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Alertmanager: its API (silences, alerts) and the tools built on it."""

@@ -1,0 +1,393 @@
+"""The approval gate's chat-facing side: request, react, redact, expire, cancel, list.
+
+Each decision is made by ``bot.approvals.machine`` on the request as read
+*inside* the transaction that records it, and applied with a compare-and-set,
+so a reaction replayed by a sync, delivered twice, or racing another
+reaction can never approve (or start) a request twice. Starting and following
+the sync is ``SyncRunner``'s job.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.approvals.application import parse_application, request_refusal
+from bot.approvals.machine import (
+    ACTIVE_STATES,
+    Effect,
+    Ignored,
+    ReactionDecision,
+    ReactionFacts,
+    RequestFacts,
+    State,
+    approved_enough,
+    decide_cancel,
+    decide_reaction,
+    normalize_key,
+    withdrawal_counts,
+)
+from bot.approvals.ports import ArgoApplications
+from bot.approvals.render import prompt_content, prompt_facts, render_apps, render_list
+from bot.approvals.runner import SyncRunner
+from bot.approvals.transitions import Transitions
+from bot.errors import PermissionDenied, UserError
+from bot.kube.errors import KubeError, MissingCRD, NotFound
+from bot.outbox import Outbox
+from bot.render.message import Message
+from bot.render.templates import Templates
+from bot.store.approvals import (
+    ActiveRequestExists,
+    ApprovalRecord,
+    ApprovalRepo,
+    NewApproval,
+    Transition,
+    Vote,
+)
+from bot.store.audit import AuditRepo
+from bot.store.database import Database
+from config.approvals import ApprovalsSettings, GatedApp, application_name
+from config.base import PermissionRule
+
+log = logging.getLogger(__name__)
+
+# (user, room, rule) -> may they? Power levels are looked up only when the rule needs one.
+Allowed = Callable[[str, str, PermissionRule], Awaitable[bool]]
+
+# Reaction keys are free text: keep what we store and audit short.
+_MAX_KEY_CHARS = 32
+# Early redactions are only needed until their reaction shows up.
+_REDACTION_MEMORY_S = 24 * 3600.0
+
+
+def new_approval_id() -> str:
+    """8 hex characters: short enough to type in ``!cancel``, unique enough to correlate in Argo CD."""
+    return secrets.token_hex(4)
+
+
+@dataclass(frozen=True)
+class ApprovalDeps:
+    """What the service is built from (the feature wires the real ones, tests their own)."""
+
+    settings: ApprovalsSettings
+    prefix: str
+    db: Database
+    outbox: Outbox
+    audit: AuditRepo
+    templates: Templates
+    argo: ArgoApplications
+    allowed: Allowed
+    clock: Callable[[], float]
+    bot_user_id: str
+    new_id: Callable[[], str] = new_approval_id
+
+
+class ApprovalService:
+    def __init__(self, deps: ApprovalDeps) -> None:
+        self._deps = deps
+        self._settings = deps.settings
+        self._db = deps.db
+        self._repo = ApprovalRepo(deps.db)
+        self._clock = deps.clock
+        self.transitions = Transitions(
+            deps.db, self._repo, deps.outbox, deps.audit, deps.templates, deps.prefix, deps.clock
+        )
+        self.runner = SyncRunner(
+            deps.settings, self._repo, deps.argo, self.transitions, deps.clock, deps.bot_user_id
+        )
+
+    @property
+    def repo(self) -> ApprovalRepo:
+        return self._repo
+
+    # -- !sync ------------------------------------------------------------------
+
+    async def request(self, app: str, *, room_id: str, sender: str, event_id: str) -> str:
+        """Post an approval prompt for ``app`` (as a reply to ``event_id``); its request id.
+
+        Raises ``UserError`` with the reason when no prompt may be posted.
+        """
+        name = app.strip().lower()
+        gate = self._gate(name)
+        if not await self._deps.allowed(sender, room_id, gate.requesters):
+            raise PermissionDenied(f"you may not request syncs of {name}")
+        application = application_name(name, gate)
+        active = await self._repo.active_for(gate.namespace, application)
+        if active is not None:
+            raise UserError(self._busy(active))
+        try:
+            view = parse_application(await self._deps.argo.get(gate.namespace, application))
+        except (NotFound, MissingCRD):
+            raise UserError(f"Argo CD has no Application {gate.namespace}/{application}") from None
+        refusal = request_refusal(view)
+        if refusal is not None:
+            raise UserError(f"not syncing {name}: {refusal}")
+        assert view.target_revision is not None  # request_refusal checked it
+        now = self._clock()
+        new = NewApproval(
+            id=self._deps.new_id(),
+            app=name,
+            namespace=gate.namespace,
+            application=application,
+            room_id=room_id,
+            requester=sender,
+            request_event_id=event_id,
+            current_revision=view.current_revision,
+            target_revision=view.target_revision,
+            source_fingerprint=view.source_fingerprint,
+            approvals_required=gate.approvals_required,
+            four_eyes=gate.four_eyes,
+            created_at=now,
+            expires_at=now + gate.expires_after_s,
+            facts=prompt_facts(view, gate.approvers, self._settings.prompt_resources_max),
+        )
+        try:
+            await self._post_prompt(new)
+        except ActiveRequestExists:
+            # Another !sync got there between our check and our insert.
+            active = await self._repo.active_for(gate.namespace, application)
+            raise UserError(
+                self._busy(active) if active else f"a request for {name} is already open"
+            ) from None
+        return new.id
+
+    async def _post_prompt(self, new: NewApproval) -> None:
+        outbox, deps = self._deps.outbox, self._deps
+        async with self._db.transaction() as conn:
+            await self._repo.insert(conn, new)
+            record = await self._repo.get_in(conn, new.id)
+            assert record is not None
+            content = prompt_content(deps.templates, record, deps.prefix, mention=True)
+            prompt = await outbox.send_message(new.room_id, content, reply_to=new.request_event_id, tx=conn)
+            await self._repo.set_prompt(conn, new.id, prompt)
+            await outbox.react(new.room_id, prompt, "✅", tx=conn)
+            await outbox.react(new.room_id, prompt, "❌", tx=conn)
+            await deps.audit.record(
+                new.requester,
+                "approval:requested",
+                "requested",
+                room_id=new.room_id,
+                event_id=new.request_event_id,
+                args=f"{new.id} {new.app} {new.target_revision}",
+                detail=f"{new.current_revision or 'none'} -> {new.target_revision}",
+                tx=conn,
+            )
+        log.info(
+            "approval %s: %s requested a sync of %s to %s",
+            new.id,
+            new.requester,
+            new.app,
+            new.target_revision,
+        )
+
+    def _gate(self, name: str) -> GatedApp:
+        gate = self._settings.apps.get(name)
+        if gate is None:
+            gated = ", ".join(sorted(self._settings.apps)) or "none"
+            raise UserError(f"{name[:64]} is not a gated app (gated: {gated})")
+        return gate
+
+    def _busy(self, active: ApprovalRecord) -> str:
+        if active.state == State.REQUESTED.value:
+            return (
+                f"a request for {active.app} is already open: {active.id} (see {self._deps.prefix}approvals)"
+            )
+        return f"a sync of {active.app} is in progress: {active.id}"
+
+    # -- reactions and redactions -----------------------------------------------
+
+    async def on_reaction(
+        self,
+        room_id: str,
+        sender: str,
+        target_event_id: str,
+        key: str,
+        event_id: str,
+        *,
+        sent_at: float | None = None,
+    ) -> None:
+        """A reaction in a served room; only those on one of our prompts matter."""
+        record = await self._find_prompt(target_event_id)
+        if record is None:
+            return
+        now = self._clock()
+        # A timestamp from the future counts as now; one from the past is
+        # what lets an approval made while the bot was down count.
+        sent = now if sent_at is None else min(sent_at, now)
+        gate = self._settings.apps.get(record.app)
+        approver = gate is not None and await self._deps.allowed(sender, record.room_id, gate.approvers)
+        short_key = normalize_key(key)[:_MAX_KEY_CHARS]
+        start = False
+        async with self._db.transaction() as conn:
+            current = await self._repo.get_in(conn, record.id)
+            assert current is not None
+            facts = RequestFacts(
+                State(current.state),
+                current.room_id,
+                current.requester,
+                current.expires_at,
+                current.four_eyes,
+            )
+            decision = decide_reaction(facts, ReactionFacts(room_id, sender, key, sent, approver))
+            if decision.effect is not Effect.IGNORED and await self._repo.was_redacted(conn, event_id):
+                decision = ReactionDecision(Effect.IGNORED, Ignored.REDACTED)
+            vote = Vote(
+                reaction_event_id=event_id,
+                approval_id=record.id,
+                room_id=room_id,
+                voter=sender,
+                reaction_key=short_key,
+                sent_at=sent,
+                recorded_at=now,
+                effect=decision.effect.value,
+                reason=None if decision.reason is None else decision.reason.value,
+            )
+            if not await self._repo.insert_vote(conn, vote):
+                return  # this reaction event was handled before (a replay)
+            await self._deps.audit.record(
+                sender,
+                "approval:reaction",
+                decision.effect.value,
+                room_id=room_id,
+                event_id=event_id,
+                args=f"{record.id} {short_key}",
+                detail=vote.reason,
+                tx=conn,
+            )
+            if decision.effect is Effect.REJECT:
+                extra = Transition(decided_at=now, decided_by=sender)
+                await self.transitions.apply(
+                    record.id, State.REQUESTED, State.REJECTED, actor=sender, extra=extra, conn=conn
+                )
+            elif decision.effect is Effect.APPROVE:
+                voters = await self._repo.approving_voters(conn, record.id)
+                if approved_enough(set(voters), current.approvals_required):
+                    extra = Transition(decided_at=now, decided_by=", ".join(voters))
+                    won = await self.transitions.apply(
+                        record.id, State.REQUESTED, State.APPROVED, actor=sender, extra=extra, conn=conn
+                    )
+                    start = won is not None
+        if start:
+            # Only the task whose compare-and-set won gets here, once.
+            await self.runner.start(record.id)
+
+    async def on_redaction(self, room_id: str, sender: str, redacted_event_id: str, event_id: str) -> None:
+        """Someone removed an event; if it was a ✅ on an open request, it stops counting."""
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            vote = await self._repo.vote_in(conn, redacted_event_id)
+            if vote is None:
+                # Perhaps a reaction whose own handler has not run yet.
+                if await self._has_open_request(room_id):
+                    await self._repo.remember_redaction(conn, redacted_event_id, now)
+                return
+            if not await self._repo.withdraw_vote(conn, redacted_event_id, now):
+                return  # already withdrawn (a replay)
+            record = await self._repo.get_in(conn, vote.approval_id)
+            assert record is not None
+            counts = withdrawal_counts(State(record.state), Effect(vote.effect))
+            await self._deps.audit.record(
+                sender,
+                "approval:withdrawn",
+                "withdrawn" if counts else "ignored",
+                room_id=room_id,
+                event_id=event_id,
+                args=f"{record.id} {vote.reaction_key}",
+                detail=None
+                if counts
+                else "not-open"
+                if record.state != State.REQUESTED.value
+                else "no-effect",
+                tx=conn,
+            )
+
+    async def _has_open_request(self, room_id: str) -> bool:
+        # Called inside a transaction: this task holds the lock, so fetch* reads in it.
+        return bool(await self._repo.in_states([State.REQUESTED.value], room_id=room_id))
+
+    async def _find_prompt(self, event_id: str) -> ApprovalRecord | None:
+        record = await self._repo.by_prompt_event(event_id)
+        if record is not None:
+            return record
+        # Prompts learn their event id lazily, from the outbox row that sent them.
+        found = False
+        for approval_id, outbox_id in await self._repo.unresolved_prompts():
+            sent_id = await self._deps.outbox.event_id(outbox_id)
+            if sent_id is not None:
+                await self._repo.set_prompt_event(approval_id, sent_id)
+                found = found or sent_id == event_id
+        return await self._repo.by_prompt_event(event_id) if found else None
+
+    # -- scheduled expiry ----------------------------------------------------------
+
+    async def expire_due(self) -> int:
+        """Close requests past their expiry; how many were closed."""
+        now = self._clock()
+        closed = 0
+        for approval_id in await self._repo.due_for_expiry(now):
+            done = await self.transitions.apply(
+                approval_id,
+                State.REQUESTED,
+                State.EXPIRED,
+                actor=self._deps.bot_user_id,
+                extra=Transition(decided_at=now),
+            )
+            closed += done is not None
+        await self._repo.prune_redactions(now - _REDACTION_MEMORY_S)
+        return closed
+
+    # -- !cancel, !approvals, !apps -----------------------------------------------
+
+    async def cancel(self, approval_id: str, *, room_id: str, sender: str) -> str:
+        key = approval_id.strip().lower()
+        record = await self._repo.get(key)
+        if record is None or record.room_id != room_id:
+            raise UserError(f"no sync request {key[:16]} in this room (see {self._deps.prefix}approvals)")
+        gate = self._settings.apps.get(record.app)
+        approver = gate is not None and await self._deps.allowed(sender, room_id, gate.approvers)
+        decision = decide_cancel(State(record.state), sender == record.requester, approver)
+        if not decision.allowed:
+            raise UserError(f"cannot cancel {record.id}: {decision.reason}")
+        now = self._clock()
+        extra = Transition(decided_at=now, decided_by=sender)
+        done = await self.transitions.apply(
+            record.id, State.REQUESTED, State.CANCELLED, actor=sender, extra=extra
+        )
+        if done is None:
+            raise UserError(f"cannot cancel {record.id}: it was decided meanwhile")
+        return f"Cancelled sync request {record.id} ({record.app}); nothing was synced."
+
+    async def open_requests(self, room_id: str) -> Message:
+        records = await self._repo.in_states([s.value for s in ACTIVE_STATES], room_id=room_id)
+        return render_list(self._deps.templates, records, self._deps.prefix)
+
+    async def list_apps(self) -> Message:
+        gated = {(g.namespace, application_name(n, g)): n for n, g in self._settings.apps.items()}
+        rows: list[dict[str, Any]] = []
+        problems: list[str] = []
+        for namespace in sorted({g.namespace for g in self._settings.apps.values()}):
+            try:
+                objects = await self._deps.argo.list(namespace)
+            except KubeError as error:
+                problems.append(f"{namespace}: {error}")
+                continue
+            for obj in objects:
+                view = parse_application(obj)
+                rows.append(
+                    {
+                        "namespace": view.namespace or namespace,
+                        "name": view.name,
+                        "sync_status": view.sync_status,
+                        "health_status": view.health_status,
+                        "automated": view.automated,
+                        "gated": gated.get((namespace, view.name)),
+                        "operation": "operation running" if view.operation_running else "",
+                    }
+                )
+        if not rows and problems:
+            raise UserError("; ".join(problems))
+        rows.sort(key=lambda row: (row["gated"] is None, row["namespace"], row["name"]))
+        return render_apps(self._deps.templates, rows, problems, self._deps.prefix)

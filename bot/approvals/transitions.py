@@ -1,0 +1,94 @@
+"""One state change of a request: compare-and-set, prompt edit, thread note and audit row, atomically.
+
+The edit and the audit row are committed in the same transaction as the
+state change, so the room and the audit log can never disagree with the
+store, and only the caller whose compare-and-set won says anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import aiosqlite
+
+from bot.approvals.machine import TERMINAL_STATES, State, can_transition
+from bot.approvals.render import prompt_content, render_outcome
+from bot.outbox import EventRef, Outbox
+from bot.render.templates import Templates
+from bot.store.approvals import ApprovalRecord, ApprovalRepo, Transition
+from bot.store.audit import AuditRepo
+from bot.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+def prompt_ref(record: ApprovalRecord) -> EventRef | None:
+    """The prompt's event id if known, else its outbox row (resolved when the edit is sent)."""
+    if record.prompt_event_id is not None:
+        return record.prompt_event_id
+    return record.prompt_outbox_id
+
+
+class Transitions:
+    def __init__(
+        self,
+        db: Database,
+        repo: ApprovalRepo,
+        outbox: Outbox,
+        audit: AuditRepo,
+        templates: Templates,
+        prefix: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self._db = db
+        self._repo = repo
+        self._outbox = outbox
+        self._audit = audit
+        self._templates = templates
+        self._prefix = prefix
+        self._clock = clock
+
+    async def apply(
+        self,
+        approval_id: str,
+        source: State,
+        target: State,
+        *,
+        actor: str,
+        extra: Transition | None = None,
+        detail: str | None = None,
+        conn: aiosqlite.Connection | None = None,
+    ) -> ApprovalRecord | None:
+        """Move ``source → target``; the new record, or None if another path moved it first."""
+        if not can_transition(source, target):
+            raise ValueError(f"no transition {source.value} → {target.value}")
+        async with self._db.transaction(conn) as tx:
+            if not await self._repo.transition(
+                tx, approval_id, source.value, target.value, self._clock(), extra
+            ):
+                return None
+            record = await self._repo.get_in(tx, approval_id)
+            assert record is not None  # it was just updated in this transaction
+            ref = prompt_ref(record)
+            if ref is not None:
+                content = prompt_content(self._templates, record, self._prefix, mention=False)
+                # Only the newest state matters: replace an edit still waiting to be sent.
+                await self._outbox.edit(record.room_id, ref, content, supersede=True, tx=tx)
+                if target in TERMINAL_STATES:
+                    note = render_outcome(self._templates, record, self._prefix)
+                    await self._outbox.send_message(record.room_id, note.content(), thread_root=ref, tx=tx)
+            await self._audit.record(
+                actor,
+                f"approval:{target.value}",
+                target.value,
+                room_id=record.room_id,
+                event_id=record.request_event_id,
+                args=f"{record.id} {record.app} {record.target_revision}",
+                detail=detail,
+                tx=tx,
+            )
+        log.info(
+            "approval %s (%s): %s → %s by %s", approval_id, record.app, source.value, target.value, actor
+        )
+        return record

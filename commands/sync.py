@@ -1,0 +1,52 @@
+"""``!sync <app>``, ``!approvals``, ``!cancel <id>``, ``!apps``: approval-gated Argo CD syncs."""
+
+from __future__ import annotations
+
+from bot.approvals.service import ApprovalService
+from bot.render.message import Message
+from bot.services import CommandContext
+from commands.registry import command
+
+_WHAT = "approval gates"
+
+
+def _service(ctx: CommandContext) -> ApprovalService:
+    return ctx.services.extensions.get(ApprovalService, what=_WHAT)
+
+
+@command()
+async def sync(ctx: CommandContext, app: str) -> None:
+    """Ask for an approved Argo CD sync of a gated app.
+
+    The bot reads the Application and posts a prompt with its sync and health
+    status, the revision that will be synced (current → target, pinned), the
+    resources out of sync and who may approve. An approver's ✅ starts the
+    sync of exactly that revision; ❌ from the requester or an approver
+    rejects it. The bot follows the sync and edits the prompt with the
+    outcome. Refused if the app is not gated, unknown, has automated sync
+    enabled or already has an operation running.
+    """
+    # The prompt is the reply; it is queued with the request, atomically.
+    await _service(ctx).request(app, room_id=ctx.room_id, sender=ctx.sender, event_id=ctx.event_id)
+
+
+@command()
+async def approvals(ctx: CommandContext) -> Message:
+    """List this room's sync requests that are open or syncing."""
+    return await _service(ctx).open_requests(ctx.room_id)
+
+
+@command()
+async def cancel(ctx: CommandContext, request_id: str) -> str:
+    """Withdraw an open sync request (its requester or an approver).
+
+    Only requests still waiting for approval can be cancelled; a sync that
+    has started is stopped in Argo CD, not here.
+    """
+    return await _service(ctx).cancel(request_id, room_id=ctx.room_id, sender=ctx.sender)
+
+
+@command()
+async def apps(ctx: CommandContext) -> Message:
+    """List the Argo CD applications with sync and health status; 🔐 marks the gated ones."""
+    return await _service(ctx).list_apps()

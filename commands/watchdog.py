@@ -1,0 +1,50 @@
+"""``!watchdog``: the dead-man's switch, source by source."""
+
+from __future__ import annotations
+
+from bot.deadman import DeadmansSwitch, SourceState, SourceView
+from bot.render.message import Message
+from bot.services import CommandContext
+from commands.registry import command
+from config.durations import format_duration
+
+
+@command(permission="watchdog")
+async def watchdog(ctx: CommandContext) -> Message:
+    """Show each heartbeat source of the dead-man's switch: last heartbeat, up or down, and since when."""
+    switch = ctx.services.extensions.get(DeadmansSwitch, what="The dead-man's switch")
+    now = ctx.services.clock()
+    sources = [_row(view, now) for view in await switch.status()]
+    return ctx.services.templates.render(
+        "deadman_status",
+        enabled=switch.settings.enabled,
+        sources=sources,
+        threshold=format_duration(switch.settings.threshold_s),
+        secondary=switch.settings.secondary.url is not None,
+    )
+
+
+def _row(view: SourceView, now: float) -> dict[str, str]:
+    last_seen = "never" if view.last_seen is None else f"{format_duration(now - view.last_seen)} ago"
+    if view.state is SourceState.DOWN:
+        since = view.silent_since if view.silent_since is not None else view.state_since
+        raised = format_duration(now - view.state_since)
+        detail = f"silent for {format_duration(now - since)}, alarm raised {raised} ago"
+        if view.last_notice is not None:
+            detail += f", second channel: {view.last_notice.kind} {view.last_notice.state}"
+        icon = "🔴"
+    else:
+        due = (
+            ""
+            if view.due_at is None
+            else f"declared down in {format_duration(max(0.0, view.due_at - now))} without one"
+        )
+        detail = due + (f"; {view.outages} outage(s) so far" if view.outages else "")
+        icon = "🟢"
+    return {
+        "icon": icon,
+        "source": view.source,
+        "state": view.state.value,
+        "last_seen": last_seen,
+        "detail": detail,
+    }

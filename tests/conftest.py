@@ -1,0 +1,46 @@
+"""Root fixtures: a Kubernetes API for tests (``tests.kube``), nothing else.
+
+``kube``: a ``KubeTarget`` (kubeconfig, url, a fresh namespace, the test API
+server and its store/requests) for tests that drive the official client.
+``kube_api``: the same with a ``KubeApi`` on it (``.api``). Both use a fresh
+``FakeApiServer`` per test, or the real cluster named by
+``READYBOT_TEST_KUBECONFIG``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+# The fixtures import the kubernetes client lazily: it takes half a second to
+# import, and most of the suite never needs it.
+if TYPE_CHECKING:
+    from tests.kube.handle import KubeHandle, KubeTarget
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[KubeTarget]:
+    """A cluster with a fresh namespace: the test API server unless READYBOT_TEST_KUBECONFIG is set."""
+    from tests.kube.handle import open_target
+
+    with open_target(tmp_path) as target:
+        yield target
+
+
+@pytest.fixture
+async def kube_api(tmp_path: Path) -> AsyncIterator[KubeHandle]:
+    """``kube`` plus a ``KubeApi`` (``.api``) built from its kubeconfig, closed afterwards."""
+    from bot.kube.client import KubeApi
+    from tests.kube.handle import KubeHandle, open_target
+
+    with open_target(tmp_path) as target:
+        api = KubeApi.from_settings(target.settings())
+        handle = KubeHandle(target.kubeconfig_path, target.url, target.namespace, target.server, api=api)
+        try:
+            yield handle
+        finally:
+            await api.close()
+            handle.close()

@@ -1,0 +1,1 @@
+"""The Kubernetes layer's tests and their API server (``tests.kube.apiserver``)."""

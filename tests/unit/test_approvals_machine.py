@@ -1,0 +1,487 @@
+"""The approval state machine and the Application view: pure rules, plus the exactly-once property.
+
+The last part drives the real service on a real SQLite store with Hypothesis:
+any interleaving of reactions, redactions, duplicates, faults and restarts
+never writes more than one sync operation for a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from bot.approvals.application import (
+    INFO_APPROVAL,
+    Phase,
+    StartVerdict,
+    build_operation,
+    check_start,
+    merged_sync_options,
+    operation_patch,
+    parse_application,
+    progress,
+    request_refusal,
+    settled,
+)
+from bot.approvals.machine import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    TRANSITIONS,
+    Effect,
+    Ignored,
+    ReactionFacts,
+    RequestFacts,
+    State,
+    can_transition,
+    decide_cancel,
+    decide_reaction,
+    is_due_for_expiry,
+    withdrawal_counts,
+)
+from tests.unit.approvals_env import (
+    ALICE,
+    BOB,
+    CAROL,
+    MALLORY,
+    OTHER_ROOM,
+    ROOM,
+    Env,
+    approvals_settings,
+    open_env,
+)
+from tests.unit.argo_fake import REV_A, REV_B, REV_C, Crash, application
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+
+REQUEST = RequestFacts(State.REQUESTED, ROOM, ALICE, expires_at=1_000.0, four_eyes=True)
+
+
+def reaction(sender: str = BOB, key: str = "✅", *, approver: bool = True, **kw: Any) -> ReactionFacts:
+    return ReactionFacts(kw.get("room", ROOM), sender, key, kw.get("sent_at", 500.0), approver)
+
+
+# --- the machine -----------------------------------------------------------------
+
+
+def test_only_active_states_have_ways_out() -> None:
+    """Terminal states are final; the only way to 'started' is through 'approved'."""
+    assert set(TRANSITIONS) == ACTIVE_STATES
+    assert all(not can_transition(t, s) for t in TERMINAL_STATES for s in State)
+    assert [s for s in State if can_transition(s, State.STARTED)] == [State.APPROVED]
+    assert [s for s in State if can_transition(s, State.APPROVED)] == [State.REQUESTED]
+
+
+@pytest.mark.parametrize(
+    ("request_facts", "facts", "expected"),
+    [
+        (REQUEST, reaction(), (Effect.APPROVE, None)),
+        (REQUEST, reaction(CAROL, "❌"), (Effect.REJECT, None)),
+        (REQUEST, reaction(ALICE, "❌", approver=False), (Effect.REJECT, None)),
+        (REQUEST, reaction(ALICE, approver=True), (Effect.IGNORED, Ignored.OWN_REQUEST)),
+        (REQUEST, reaction(MALLORY, approver=False), (Effect.IGNORED, Ignored.NOT_AUTHORISED)),
+        (REQUEST, reaction(MALLORY, "❌", approver=False), (Effect.IGNORED, Ignored.NOT_AUTHORISED)),
+        (REQUEST, reaction(key="👍"), (Effect.IGNORED, Ignored.OTHER_KEY)),
+        (REQUEST, reaction(room=OTHER_ROOM), (Effect.IGNORED, Ignored.OTHER_ROOM)),
+        (REQUEST, reaction(sent_at=1_000.5), (Effect.IGNORED, Ignored.EXPIRED)),
+        (REQUEST, reaction(sent_at=1_000.0), (Effect.APPROVE, None)),
+        (RequestFacts(State.APPROVED, ROOM, ALICE, 1_000.0, True), reaction(), (Effect.IGNORED, Ignored.NOT_OPEN)),
+        (RequestFacts(State.REQUESTED, ROOM, ALICE, 1_000.0, False), reaction(ALICE), (Effect.APPROVE, None)),
+        (RequestFacts(State.REQUESTED, ROOM, ALICE, 1_000.0, False), reaction(ALICE, approver=False),
+         (Effect.IGNORED, Ignored.NOT_AUTHORISED)),
+    ],
+)
+def test_decide_reaction(request_facts: RequestFacts, facts: ReactionFacts, expected: tuple[Effect, Any]) -> None:
+    """Each reaction rule: who, which key, which room, when, and in which state it counts."""
+    decision = decide_reaction(request_facts, facts)
+    assert (decision.effect, decision.reason) == expected
+
+
+def test_a_reaction_in_another_room_is_ignored_before_anything_else() -> None:
+    """Even an approver's ✅ on a decided request from another room is reported as other-room."""
+    decided = RequestFacts(State.REJECTED, ROOM, ALICE, 1_000.0, True)
+    assert decide_reaction(decided, reaction(room=OTHER_ROOM)).reason is Ignored.OTHER_ROOM
+
+
+def test_withdrawal_and_expiry_only_matter_while_requested() -> None:
+    """A redacted ✅ and the expiry clock only change a request still waiting for approval."""
+    assert withdrawal_counts(State.REQUESTED, Effect.APPROVE)
+    assert not withdrawal_counts(State.APPROVED, Effect.APPROVE)
+    assert not withdrawal_counts(State.REQUESTED, Effect.IGNORED)
+    assert is_due_for_expiry(State.REQUESTED, 10.0, 10.1)
+    assert not is_due_for_expiry(State.REQUESTED, 10.0, 10.0)
+    assert not is_due_for_expiry(State.STARTED, 10.0, 99.0)
+
+
+@pytest.mark.parametrize(
+    ("state", "requester", "approver", "allowed", "reason"),
+    [
+        (State.REQUESTED, True, False, True, ""),
+        (State.REQUESTED, False, True, True, ""),
+        (State.REQUESTED, False, False, False, "only the requester or an approver"),
+        (State.STARTED, True, True, False, "already started"),
+        (State.REVISION_MOVED, True, False, False, "already revision moved"),
+    ],
+)
+def test_decide_cancel(state: State, requester: bool, approver: bool, allowed: bool, reason: str) -> None:
+    """Requester or approver may cancel an open request, nothing else."""
+    decision = decide_cancel(state, requester, approver)
+    assert decision.allowed is allowed and reason in decision.reason
+
+
+# --- the Application view ----------------------------------------------------------
+
+
+def upstream_app() -> dict[str, Any]:
+    text = (FIXTURES / "argocd" / "diff-cache.yaml").read_text(encoding="utf-8")
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    return loaded
+
+
+def test_parse_the_upstream_application() -> None:
+    """The real Argo CD status reads as: current = last history revision, target = status.sync.revision."""
+    view = parse_application(upstream_app())
+    assert (view.namespace, view.name, view.resource_version) == ("argo-cd", "velero-test", "722811357")
+    assert (view.sync_status, view.health_status) == ("Synced", "Healthy")
+    assert view.current_revision == "ea8759964626a583667a2bfd08f334ec2070040a"
+    assert view.target_revision == "rev1"
+    assert not view.automated and not view.operation_running and not view.multi_source
+    assert view.sync_options[0] == "CreateNamespace=true"
+    assert view.retry is not None and view.retry["limit"] == 10
+    assert view.operation_state is not None and view.operation_state.phase == "Succeeded"
+
+
+@pytest.mark.parametrize("name", ["application-healthy.yaml", "application-degraded.yaml"])
+def test_parse_minimal_applications(name: str) -> None:
+    """An Application with almost nothing (no metadata, no sync status) still reads, as not comparable."""
+    view = parse_application(yaml.safe_load((FIXTURES / "argocd" / name).read_text(encoding="utf-8")))
+    assert view.sync_status == "Unknown" and view.target_revision is None and view.current_revision is None
+    assert request_refusal(view) is not None and "not compared it yet" in (request_refusal(view) or "")
+
+
+def test_a_fresh_application_without_status_cannot_be_requested() -> None:
+    """No status at all: refused as not compared yet, not a crash."""
+    obj = application()
+    del obj["status"]
+    assert "not compared" in (request_refusal(parse_application(obj)) or "")
+
+
+def test_multi_source_apps_are_refused() -> None:
+    """spec.sources (several sources) is refused: one pinned revision cannot describe it."""
+    obj = application()
+    obj["spec"]["sources"] = [obj["spec"].pop("source")]
+    assert "several sources" in (request_refusal(parse_application(obj)) or "")
+
+
+def test_operation_running_from_either_field() -> None:
+    """.operation set, or operationState Running/Terminating, both mean an operation is running."""
+    pending = application() | {"operation": {"sync": {"revision": REV_B}}}
+    assert parse_application(pending).operation_running
+    for phase, running in (("Running", True), ("Terminating", True), ("Failed", False)):
+        obj = application()
+        obj["status"]["operationState"] = {"phase": phase, "operation": {}}
+        assert parse_application(obj).operation_running is running
+
+
+def test_operation_carries_the_pinned_revision_the_id_and_merged_options() -> None:
+    """The operation: requester, automated false, approval id, pinned revision, prune, merged options, retry."""
+    view = parse_application(upstream_app())
+    operation = build_operation(
+        view,
+        approval_id="0badc0de",
+        requester=ALICE,
+        approvers=[BOB, CAROL],
+        revision=REV_B,
+        prune=True,
+        sync_options=["ServerSideApply=false"],
+    )
+    assert operation["initiatedBy"] == {"username": ALICE, "automated": False}
+    assert {"name": INFO_APPROVAL, "value": "0badc0de"} in operation["info"]
+    assert operation["sync"]["revision"] == REV_B and operation["sync"]["prune"] is True
+    assert "ServerSideApply=false" in operation["sync"]["syncOptions"]
+    assert "ServerSideApply=true" not in operation["sync"]["syncOptions"]
+    assert operation["retry"]["limit"] == 10
+    patch = operation_patch(view.resource_version, operation)
+    assert patch["metadata"] == {"resourceVersion": "722811357"}
+    assert patch["status"] == {"operationState": None}
+
+
+def test_the_written_operation_is_valid_for_the_upstream_crd() -> None:
+    """The Application with our operation validates against the CRD's openAPIV3Schema."""
+    crd = yaml.safe_load((FIXTURES / "crds" / "argocd-application-crd.yaml").read_text(encoding="utf-8"))
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    view = parse_application(upstream_app())
+    operation = build_operation(
+        view, approval_id="1", requester=ALICE, approvers=[BOB], revision=REV_B, prune=False, sync_options=[]
+    )
+    obj = copy.deepcopy(upstream_app()) | {"operation": operation}
+    jsonschema.validate(obj, schema)
+
+
+def test_merged_sync_options_configured_wins_by_name() -> None:
+    """A configured option replaces the app's option of the same name; order is kept."""
+    assert merged_sync_options(["A=1", "B=1"], ["B=2", "C=3"]) == ["A=1", "B=2", "C=3"]
+
+
+def test_check_start() -> None:
+    """Right before the write: same revision and source → go; moved or changed → moved; blocked → refused."""
+    obj = application()
+    view = parse_application(obj)
+    assert check_start(view, REV_B, view.source_fingerprint).verdict is StartVerdict.GO
+    assert check_start(view, REV_C, view.source_fingerprint).verdict is StartVerdict.MOVED
+    assert check_start(view, REV_B, "other").verdict is StartVerdict.MOVED
+    automated = parse_application(application(automated=True))
+    assert check_start(automated, REV_B, automated.source_fingerprint).verdict is StartVerdict.REFUSED
+
+
+def test_progress_is_correlated_by_the_approval_id() -> None:
+    """Queued while in .operation, then the controller's phase; someone else's operation is 'lost'."""
+    obj = application()
+    mine = {"info": [{"name": INFO_APPROVAL, "value": "me"}], "sync": {"revision": REV_B}}
+    obj["operation"] = mine
+    assert progress(parse_application(obj), "me").phase is Phase.QUEUED
+    obj.pop("operation")
+    obj["status"]["operationState"] = {"phase": "Running", "operation": mine}
+    assert progress(parse_application(obj), "me").phase is Phase.RUNNING
+    obj["status"]["operationState"] |= {"phase": "Succeeded", "syncResult": {"revision": REV_B}}
+    done = progress(parse_application(obj), "me")
+    assert (done.phase, done.result_revision) == (Phase.SUCCEEDED, REV_B)
+    assert progress(parse_application(obj), "someone-else").phase is Phase.LOST
+
+
+def test_failed_resources_include_failed_hooks() -> None:
+    """A Failed sync lists resources that failed to apply and hooks that failed."""
+    obj = application()
+    obj["status"]["operationState"] = {
+        "phase": "Failed",
+        "message": "one or more objects failed to apply",
+        "operation": {"info": [{"name": INFO_APPROVAL, "value": "me"}]},
+        "syncResult": {"revision": REV_B, "resources": [
+            {"kind": "Deployment", "group": "apps", "namespace": "a", "name": "d", "status": "SyncFailed",
+             "message": "denied"},
+            {"kind": "Job", "group": "batch", "namespace": "a", "name": "migrate", "hookType": "PreSync",
+             "hookPhase": "Failed", "message": "BackoffLimitExceeded"},
+            {"kind": "Service", "namespace": "a", "name": "s", "status": "Synced"},
+        ]},
+    }
+    state = progress(parse_application(obj), "me")
+    assert state.phase is Phase.FAILED
+    assert [r.label() for r in state.failed_resources] == ["apps/Deployment a/d", "batch/Job a/migrate"]
+
+
+def test_settled_needs_synced_healthy_at_the_pinned_revision() -> None:
+    """Settled means Synced to the approved revision and Healthy."""
+    assert settled(parse_application(application(sync="Synced", target=REV_B)), REV_B)
+    assert not settled(parse_application(application(sync="Synced", target=REV_A)), REV_B)
+    assert not settled(parse_application(application(sync="Synced", health="Progressing")), REV_B)
+
+
+# --- exactly once, under any interleaving -------------------------------------------
+
+VOTERS = (ALICE, BOB, CAROL, MALLORY)
+KEYS = ("✅", "✅", "❌", "👍")
+STARTED_OR_LATER = {State.STARTED.value, State.SUCCEEDED.value, State.FAILED.value, State.ERROR.value}
+NEVER_STARTED = {
+    State.REQUESTED.value,
+    State.REJECTED.value,
+    State.EXPIRED.value,
+    State.CANCELLED.value,
+    State.REVISION_MOVED.value,
+}
+
+
+class ApprovalInterleavings(RuleBasedStateMachine):
+    """Reactions, replays, redactions (before or after their reaction), concurrency, faults, restarts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.tmp = Path(tempfile.mkdtemp(prefix="approvals-prop-"))
+        self.env: Env | None = None
+        self.requests: list[str] = []
+        # Reaction events made so far: event id -> (sender, key, room); delivered or not.
+        self.reactions: dict[str, tuple[str, str, str]] = {}
+        self.counter = 0
+        self.crashed = False
+
+    def run(self, work: Any) -> Any:
+        return self.loop.run_until_complete(work)
+
+    @property
+    def e(self) -> Env:
+        assert self.env is not None
+        return self.env
+
+    @initialize(required=st.integers(1, 2), four_eyes=st.booleans())
+    def open(self, required: int, four_eyes: bool) -> None:
+        settings = approvals_settings(approvals_required=required, four_eyes=four_eyes)
+        self.env = self.run(open_env(self.tmp, settings))
+        self.requests.append(self.run(self.e.request()))
+
+    def teardown(self) -> None:
+        if self.env is not None:
+            self.run(self.env.close())
+        self.loop.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def new_reaction(self, sender: str, key: str, room: str) -> str:
+        self.counter += 1
+        event_id = f"$reaction{self.counter}"
+        self.reactions[event_id] = (sender, key, room)
+        return event_id
+
+    async def deliver(self, event_id: str) -> None:
+        sender, key, room = self.reactions[event_id]
+        target = await self.e.prompt_event(self.requests[-1])
+        try:
+            await self.e.service.on_reaction(room, sender, target, key, event_id, sent_at=self.e.clock())
+        except Crash:
+            # The process died mid-start: only a restart brings the bot back.
+            self.crashed = True
+
+    @precondition(lambda self: not self.crashed)
+    @rule(sender=st.sampled_from(VOTERS), key=st.sampled_from(KEYS), room=st.sampled_from((ROOM, ROOM, OTHER_ROOM)))
+    def react(self, sender: str, key: str, room: str) -> None:
+        self.run(self.deliver(self.new_reaction(sender, key, room)))
+
+    @rule(sender=st.sampled_from(VOTERS), key=st.sampled_from(KEYS))
+    def react_later(self, sender: str, key: str) -> None:
+        """A reaction that exists (and can be redacted) but whose handler has not run yet."""
+        self.new_reaction(sender, key, ROOM)
+
+    @precondition(lambda self: bool(self.reactions) and not self.crashed)
+    @rule(data=st.data())
+    def deliver_again_or_late(self, data: st.DataObject) -> None:
+        """A replayed or late delivery of a reaction event."""
+        self.run(self.deliver(data.draw(st.sampled_from(sorted(self.reactions)))))
+
+    @precondition(lambda self: bool(self.reactions) and not self.crashed)
+    @rule(data=st.data())
+    def redact(self, data: st.DataObject) -> None:
+        event_id = data.draw(st.sampled_from(sorted(self.reactions)))
+        sender = self.reactions[event_id][0]
+        self.counter += 1
+        self.run(self.e.service.on_redaction(ROOM, sender, event_id, f"$redaction{self.counter}"))
+
+    @precondition(lambda self: not self.crashed)
+    @rule(first=st.sampled_from(VOTERS), second=st.sampled_from(VOTERS))
+    def react_at_once(self, first: str, second: str) -> None:
+        """Two ✅ handled concurrently (the router runs handlers as separate tasks)."""
+        one, two = self.new_reaction(first, "✅", ROOM), self.new_reaction(second, "✅", ROOM)
+
+        async def both() -> None:
+            await asyncio.gather(self.deliver(one), self.deliver(two))
+
+        self.run(both())
+
+    @rule(fault=st.sampled_from(("conflict", "lost-answer", "down", "up", "crash-before", "crash-after")))
+    def cluster_fault(self, fault: str) -> None:
+        argo = self.e.argo
+        if fault == "conflict":
+            argo.conflict_next_patch = True
+        elif fault == "lost-answer":
+            argo.fail_after_applying_next_patch = True
+        elif fault.startswith("crash-"):
+            argo.crash_next_patch = fault.removeprefix("crash-")
+        else:
+            argo.unreachable = fault == "down"
+
+    @precondition(lambda self: not self.crashed)
+    @rule(when=st.sampled_from(("before", "after")), approver=st.sampled_from((BOB, CAROL)))
+    def approve_and_die(self, when: str, approver: str) -> None:
+        """An approval whose start is cut short by the process dying around the write."""
+        self.e.argo.crash_next_patch = when
+        self.run(self.deliver(self.new_reaction(approver, "✅", ROOM)))
+
+    @rule(phase=st.sampled_from(("Succeeded", "Failed", "Error")))
+    def controller_acts(self, phase: str) -> None:
+        """The Argo CD controller runs whatever operation is pending to its end."""
+        argo = self.e.argo
+        if argo.obj().get("operation"):
+            argo.controller_picks_up()
+            argo.controller_finishes(phase)
+        if self.crashed:
+            return
+        # The bot follows what it started to the end, which lets a new !sync in.
+        for approval_id in self.requests:
+            if self.run(self.e.state(approval_id)) == State.STARTED.value:
+                self.run(asyncio.wait_for(self.e.service.runner.follow(approval_id), 5))
+
+    @rule(moved=st.booleans())
+    def git_moves(self, moved: bool) -> None:
+        self.e.argo.edit({"status": {"sync": {"revision": REV_C if moved else REV_B}}})
+
+    @precondition(lambda self: not self.crashed)
+    @rule(seconds=st.sampled_from((1.0, 300.0, 700.0)))
+    def time_passes(self, seconds: float) -> None:
+        self.e.clock.now += seconds
+        self.run(self.e.service.expire_due())
+
+    @precondition(lambda self: not self.crashed)
+    @rule(sender=st.sampled_from(VOTERS), now=st.integers(0, 3))
+    def cancel(self, sender: str, now: int) -> None:
+        if now:
+            return  # a cancel now and then: too many would close requests before anything else happens
+        try:
+            self.run(self.e.service.cancel(self.requests[-1], room_id=ROOM, sender=sender))
+        except Exception as error:  # noqa: BLE001 - refusals are UserErrors; anything else fails below
+            assert type(error).__name__ in ("UserError", "PermissionDenied"), error
+
+    @rule()
+    def restart(self) -> None:
+        self.crashed = False
+        self.run(self.e.close())
+        self.run(self.e.open())
+        try:
+            self.run(self.e.service.runner.resume())
+        except Crash:
+            self.crashed = True
+
+    @precondition(lambda self: not self.crashed)
+    @rule()
+    def request_again(self) -> None:
+        """After a request ended, a new !sync; an open one makes this a refusal."""
+        self.e.argo.unreachable = False
+        obj = self.e.argo.obj()
+        # Let the controller finish whatever runs, so the app can be requested again.
+        if obj.get("operation"):
+            self.e.argo.edit({"operation": None})
+        try:
+            self.requests.append(self.run(self.e.request()))
+        except Exception as error:  # noqa: BLE001
+            assert type(error).__name__ == "UserError", error
+
+    @invariant()
+    def never_more_than_one_sync(self) -> None:
+        if self.env is None:
+            return
+        for approval_id in self.requests:
+            started = self.e.argo.started_for(approval_id)
+            assert started <= 1, f"{approval_id} started {started} times"
+            state = self.run(self.e.state(approval_id))
+            if state in STARTED_OR_LATER:
+                assert started == 1, f"{approval_id} is {state} but no operation was written"
+            if state in NEVER_STARTED:
+                assert started == 0, f"{approval_id} is {state} but an operation was written"
+
+
+ApprovalInterleavings.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_any_interleaving_starts_at_most_one_sync = ApprovalInterleavings.TestCase
+test_any_interleaving_starts_at_most_one_sync.__doc__ = (
+    "Any interleaving of reactions, replays, redactions, faults and restarts writes at most one sync per request."
+)
