@@ -7,7 +7,8 @@ E2EE client watches the encrypted room. In one run:
 1. latency: alert groups posted one at a time, alternating with a bare
    matrix-nio client sending a message to the same room; for both, the time
    until the person's client sees it (the bare client's send-to-sync time is
-   the floor), and the webhook's answer time;
+   the floor), and the webhook's answer time. Sends are 100 ms apart, so
+   each starts with the homeserver and all clients idle;
 2. burst: 1,000 distinct groups (1-3 alerts each) posted 20 at a time: the
    answer times, whether every group became visible (in its own message or a
    digest line), none twice, and the time until the last one was visible;
@@ -48,6 +49,7 @@ from tests.integration.people import Person, register_account  # noqa: E402
 TOKEN = "bench-hook-token-5s8Kq"
 MARK = re.compile(r"bench-(\d+)-(\d{6})")
 VISIBLE_TIMEOUT_S = 180.0
+ROUND_PAUSE_S = 0.1
 MESSAGE_LIMIT = 65_536
 
 
@@ -293,8 +295,13 @@ async def latency(setup: Setup, count: int, run: int) -> dict[str, list[float]]:
                 answer.append(await post(session, setup.url, body))
 
             marker = f"bench-{run}-{index + 10:06}"
+            # Each send starts with everyone idle: without the pause, it would
+            # start exactly when the bot's own sync delivers the last message
+            # (the person's and the bot's long polls return together).
+            await asyncio.sleep(ROUND_PAUSE_S)
             visible = await timed_until_seen(setup.person, setup.room, marker, send_hook)
             bare_marker = f"bare-{run}-{index + 10:06}"
+            await asyncio.sleep(ROUND_PAUSE_S)
             bare = await timed_until_seen(
                 setup.person,
                 setup.room,
@@ -342,7 +349,7 @@ async def burst(setup: Setup, groups: int, run: int, concurrency: int = 20) -> B
 
 def line(name: str, values: list[float]) -> str:
     p50, p99 = percentile(values, 50), percentile(values, 99)
-    return f"p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   ({name}, n={len(values)})"
+    return f"p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   max {max(values):7.1f} ms   ({name}, n={len(values)})"
 
 
 def report_latency(results: dict[str, list[float]]) -> None:

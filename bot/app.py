@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -138,6 +139,13 @@ class ReadyBot:
             )
             self.router.reaction_handlers.extend(parts.reaction_handlers)
             self.router.redaction_handlers.extend(parts.redaction_handlers)
+            # What start-up allocated (libraries, settings, features) lives as
+            # long as the process: keep the cyclic GC from re-scanning it. A
+            # full collection over it stalls the event loop ~60-100 ms, which
+            # showed up as the webhooks' p99 answer time during alert storms.
+            # Collect first, so no garbage is frozen with it.
+            gc.collect()
+            gc.freeze()
             await self._start_http(stack, parts.hooks)
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)

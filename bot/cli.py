@@ -1,4 +1,4 @@
-"""``readybot run | check-config | demo``, with exit codes an operator can act on.
+"""``readybot run | check-config | readiness | demo``, with exit codes an operator can act on.
 
 Exit codes: 0 clean stop; 1 the bot failed at run time (a root task died);
 2 bad command line; 69 Synapse missing for the demo; 77 the homeserver
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.config)
     if args.command == "demo":
         return _demo(args.workdir)
+    if args.command == "readiness":
+        return _readiness(args)
     return EXIT_USAGE  # pragma: no cover - argparse refuses other values
 
 
@@ -49,7 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"readybot {__version__}")
     sub = parser.add_subparsers(dest="command")
     default_config = os.environ.get("READYBOT_CONFIG")
-    for name, text in (("run", "run the bot"), ("check-config", "validate the configuration and exit")):
+    for name, text in (
+        ("run", "run the bot"),
+        ("check-config", "validate the configuration and exit"),
+        ("readiness", "print the production-readiness scorecard; exit 1 if a criterion fails"),
+    ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument(
             "-c",
@@ -58,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
             default=Path(default_config) if default_config else None,
             help="YAML configuration file (default: $READYBOT_CONFIG)",
         )
+    readiness = sub.choices["readiness"]
+    readiness.add_argument("target", nargs="?", help="a category, phase, step or criterion: its details")
+    readiness.add_argument("--json", action="store_true", help="the whole scorecard as JSON")
+    readiness.add_argument("--strict", action="store_true", help="exit 1 also when a criterion is unknown")
     demo = sub.add_parser("demo", help="start a throwaway Synapse and run the bot against it")
     demo.add_argument("--workdir", type=Path, default=None, help="keep the demo's state here")
     return parser
@@ -71,6 +81,14 @@ def _check_config(config: Path | None) -> int:
     except ConfigError as error:
         _print_problems(error)
         return EXIT_CONFIG
+    if settings.readiness.enabled:
+        from config.readiness_model import load_plan
+
+        try:
+            load_plan(settings.readiness.plan_path)
+        except ConfigError as error:
+            _print_problems(error)
+            return EXIT_CONFIG
     rooms = len(settings.matrix.rooms)
     print(
         f"configuration OK: {settings.matrix.user_id} on {settings.matrix.homeserver}, "
@@ -125,6 +143,13 @@ def _run(config: Path | None) -> int:
         log.exception("readybot stopped on an error")
         code = EXIT_FAILURE
     return code
+
+
+def _readiness(args: argparse.Namespace) -> int:
+    """The scorecard in the terminal (exit codes: bot.readiness.cli)."""
+    from bot.readiness.cli import run
+
+    return run(args.config, as_json=args.json, strict=args.strict, target=args.target)
 
 
 def _demo(workdir: Path | None) -> int:

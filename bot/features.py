@@ -125,6 +125,12 @@ def enabled_features(settings: Settings) -> list[FeatureFactory]:
         from bot.kube.feature import kubernetes_feature
 
         features.append(kubernetes_feature)
+    if settings.velero.enabled:
+        # After the kubernetes feature, whose KubeApi it watches Velero with
+        # (it refuses to start without one).
+        from bot.velero.feature import velero_feature
+
+        features.append(velero_feature)
     if settings.approvals.apps:
         # After the kubernetes feature, whose KubeApi it looks up.
         from bot.approvals.feature import approvals_feature
@@ -139,4 +145,15 @@ def enabled_features(settings: Settings) -> list[FeatureFactory]:
         from bot.alerting.feature import alerting_feature
 
         features.append(alerting_feature)
+    if settings.falco.enabled:
+        # Depends on no other feature.
+        from bot.falco.feature import falco_feature
+
+        features.append(falco_feature)
+    if settings.readiness.enabled:
+        # Last: after the kubernetes and dead-man's switch features, whose
+        # KubeApi, DeadmansSwitch and AlertmanagerApi it looks up.
+        from bot.readiness.feature import readiness_feature
+
+        features.append(readiness_feature)
     return features

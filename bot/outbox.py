@@ -30,12 +30,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import aiosqlite
 
 from bot.metrics import Metrics
 from bot.store.database import Database
+from bot.store.outbox_media import OutboxMediaRepo
 from bot.store.outbox_repo import (
     NewOutboxRow,
     OutboxId,
@@ -44,6 +45,7 @@ from bot.store.outbox_repo import (
     OutboxRow,
     OutboxState,
     Ref,
+    SendLoad,
 )
 from config.settings import OutboxSettings
 
@@ -52,6 +54,7 @@ __all__ = [
     "EventRef",
     "EventTooLargeError",
     "MatrixTransport",
+    "MediaTransport",
     "Outbox",
     "OutboxId",
     "OutboxKind",
@@ -61,6 +64,7 @@ __all__ = [
     "PermanentSendError",
     "RateLimited",
     "SendError",
+    "SendLoad",
     "TransientSendError",
     "build_event",
 ]
@@ -74,6 +78,9 @@ EventRef = str | OutboxId
 # 65,536 bytes; keep the content comfortably below. Encryption inflates the
 # content by about 4/3 (base64), so renderers should aim far lower.
 MAX_CONTENT_BYTES = 60_000
+# Media (a chart) are kept in the store until sent: bound them well below
+# any homeserver's upload limit (Synapse's default is 50 MB).
+MAX_MEDIA_BYTES = 8 * 1024 * 1024
 # The longest event id the spec allows, used to size content before the real
 # ids of referenced rows are known.
 _PLACEHOLDER_EVENT_ID = "$" + "x" * 254
@@ -104,6 +111,22 @@ class PermanentSendError(SendError):
 
 class EventTooLargeError(ValueError):
     """The content would make an event larger than Matrix allows; truncate before enqueueing."""
+
+
+@runtime_checkable
+class MediaTransport(Protocol):
+    """A transport that can also upload to the homeserver's media repository (for image rows)."""
+
+    def room_encrypted(self, room_id: str) -> bool:
+        """Whether the room is end-to-end encrypted (then media are uploaded encrypted)."""
+        ...
+
+    async def upload(self, data: bytes, content_type: str, filename: str, *, encrypt: bool) -> dict[str, Any]:
+        """Upload; ``{"url": mxc}``, or ``{"file": {url, key, iv, hashes, v}}`` when encrypted.
+
+        Raises ``RateLimited``, ``TransientSendError`` or ``PermanentSendError``.
+        """
+        ...
 
 
 class MatrixTransport(Protocol):
@@ -192,6 +215,7 @@ class Outbox:
     ) -> None:
         self._db = db
         self._repo = OutboxRepo(db)
+        self._media = OutboxMediaRepo(db)
         self._clock = clock or db.clock
         self.on_enqueued = on_enqueued
 
@@ -259,6 +283,63 @@ class Outbox:
         self._enqueued(outbox_id, OutboxKind.EDIT, room_id)
         return outbox_id
 
+    async def rewrite_pending(
+        self,
+        room_id: str,
+        outbox_id: OutboxId,
+        content: dict[str, Any],
+        *,
+        tx: aiosqlite.Connection | None = None,
+    ) -> bool:
+        """Give a queued message new content instead of queueing an edit of it; True if done.
+
+        Only a plain message with an earlier pending row in its room
+        qualifies: the sender sends a room's rows in order and reads the next
+        only after settling the one before, so such a row is not on its way
+        now and was never sent (not even before a restart). Its txn id stays.
+        """
+        _check_message_content(content)
+        _check_room(room_id)
+        _check_size(OutboxKind.MESSAGE, content, target=None, root=None)
+        async with self._db.transaction(tx) as conn:
+            done = await self._repo.rewrite_queued_message(conn, room_id, outbox_id, content)
+        if done:
+            log.debug("outbox %d rewritten before sending", outbox_id)
+        return done
+
+    async def send_image(
+        self,
+        room_id: str,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str = "image/png",
+        body: str | None = None,
+        info: dict[str, Any] | None = None,
+        reply_to: EventRef | None = None,
+        tx: aiosqlite.Connection | None = None,
+    ) -> OutboxId:
+        """Queue an ``m.image``; the sender uploads ``data`` (encrypted in an encrypted room), then sends.
+
+        ``info`` adds to the image info (``w``, ``h``); mimetype and size are set here.
+        """
+        if len(data) > MAX_MEDIA_BYTES:
+            raise EventTooLargeError(f"the image is {len(data)} bytes; the limit is {MAX_MEDIA_BYTES}")
+        content: dict[str, Any] = {
+            "msgtype": "m.image",
+            "body": body or filename,
+            "info": {**(info or {}), "mimetype": content_type, "size": len(data)},
+        }
+        kind = OutboxKind.MESSAGE if reply_to is None else OutboxKind.REPLY
+        _check_room(room_id)
+        _check_size(kind, content, target=reply_to, root=None)
+        async with self._db.transaction(tx) as conn:
+            target = await self._stored_ref(conn, room_id, reply_to)
+            outbox_id = await self._insert(conn, room_id, kind, content, target, Ref())
+            await self._media.insert(conn, outbox_id, data, content_type, filename)
+        self._enqueued(outbox_id, kind, room_id)
+        return outbox_id
+
     async def react(
         self, room_id: str, target: EventRef, key: str, *, tx: aiosqlite.Connection | None = None
     ) -> OutboxId:
@@ -306,13 +387,18 @@ class Outbox:
         age = 0.0 if pending.oldest_created_at is None else self._clock() - pending.oldest_created_at
         return OutboxStats(depth=pending.depth, oldest_age_s=max(0.0, age))
 
-    async def sent_times(self, since: float, limit: int) -> list[float]:
-        """When rows were sent after ``since`` (epoch seconds, oldest first), at most the last ``limit``.
+    async def send_load(
+        self, since: float, limit: int, *, tx: aiosqlite.Connection | None = None
+    ) -> SendLoad:
+        """How many rows wait, and when rows were sent after ``since`` (at most the newest ``limit``).
 
-        What a sender of rate-limited messages needs to estimate how much of
-        the homeserver's budget is left.
+        What a producer of rate-limited messages needs to estimate when a new
+        event would go out. One query: a webhook's hot path may ask.
         """
-        return await self._repo.sent_since(since, limit)
+        if tx is not None:
+            return await self._repo.send_load(tx, since, limit)
+        async with self._db.transaction() as conn:
+            return await self._repo.send_load(conn, since, limit)
 
     async def prune(self, settled_before: float) -> int:
         """Delete sent/failed rows settled before ``settled_before`` (epoch seconds).
@@ -429,6 +515,10 @@ class _Backoff:
         return base * random.uniform(0.8, 1.0)  # noqa: S311 (timing jitter, not security)
 
 
+# Message types whose row may carry media to upload (bot.store.outbox_media).
+_MEDIA_MSGTYPES = frozenset({"m.image", "m.file", "m.audio", "m.video"})
+
+
 class _TargetFailedError(Exception):
     """A row this one relates to was never sent, so this one cannot be either."""
 
@@ -447,6 +537,7 @@ class OutboxSender:
         initial_backoff_s: float = _INITIAL_BACKOFF_S,
     ) -> None:
         self._repo = OutboxRepo(db)
+        self._media = OutboxMediaRepo(db)
         self._transport = transport
         self._settings = settings
         self._metrics = metrics
@@ -525,6 +616,8 @@ class OutboxSender:
                 return
             retrying = True
             try:
+                if content.get("msgtype") in _MEDIA_MSGTYPES:
+                    content = await self._with_media(row, content)
                 event_id = await self._transport.send_event(row.room_id, event_type, content, row.txn_id)
             except RateLimited as exc:
                 self._pause(row, exc)
@@ -548,6 +641,26 @@ class OutboxSender:
                 log.debug("outbox %d sent as %s: %s in %s", row.id, event_id, row.kind.value, row.room_id)
                 return
             await asyncio.sleep(backoff.next_delay())
+
+    async def _with_media(self, row: OutboxRow, content: dict[str, Any]) -> dict[str, Any]:
+        """The content with its uploaded media's ``url``/``file``, uploading first if not done yet."""
+        media = await self._media.get(row.id)
+        if media is None:
+            return content  # media sent by reference (an mxc URL in the content already)
+        uploaded = media.uploaded
+        if uploaded is None:
+            transport = self._transport
+            if not isinstance(transport, MediaTransport):
+                raise PermanentSendError("this transport cannot upload media")
+            uploaded = await transport.upload(
+                media.data,
+                media.content_type,
+                media.filename,
+                encrypt=transport.room_encrypted(row.room_id),
+            )
+            # Recorded before the send: a retry (or a restart) reuses the upload.
+            await self._media.set_uploaded(row.id, uploaded)
+        return {**content, **uploaded}
 
     async def _superseded(self, row: OutboxRow) -> bool:
         """Whether the row changed (new content and txn id) or settled since it was read."""

@@ -5,7 +5,16 @@ from __future__ import annotations
 import importlib
 
 # Importing a module registers its commands in commands.registry.registry.
-_MODULES = ("commands.help", "commands.ping", "commands.alerts", "commands.watchdog", "commands.sync")
+_MODULES = (
+    "commands.help",
+    "commands.ping",
+    "commands.alerts",
+    "commands.watchdog",
+    "commands.sync",
+    "commands.backups",
+    "commands.falco",
+    "commands.readiness",
+)
 
 
 def load_all() -> None:

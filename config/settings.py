@@ -30,7 +30,10 @@ from config.approvals import ApprovalsSettings
 from config.base import PermissionRule as PermissionRule  # noqa: PLC0414 - an explicit re-export (mypy)
 from config.base import Section
 from config.deadman import DeadmanSettings
+from config.falco import FalcoSettings
 from config.kubernetes import KubernetesSettings
+from config.readiness_settings import ReadinessSettings
+from config.velero import VeleroSettings
 
 USER_ID_PATTERN = re.compile(r"^@[^:\s]+:[^\s]+$")
 ROOM_PATTERN = re.compile(r"^[!#][^\s]+$")
@@ -165,6 +168,9 @@ class Settings(BaseModel):
     deadman: DeadmanSettings = Field(default_factory=DeadmanSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
+    readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
+    velero: VeleroSettings = Field(default_factory=VeleroSettings)
+    falco: FalcoSettings = Field(default_factory=FalcoSettings)
 
     def secret_values(self) -> list[str]:
         """Every secret's plain value, for the log redaction filter.

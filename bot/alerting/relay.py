@@ -146,7 +146,8 @@ class _Batch:
 
     now: float
     # Events queued ahead of the next one (all rooms): the budget's input.
-    ahead: int
+    # None until a decision needs it (see AlertRelay._ahead).
+    ahead: int | None = None
     groups: dict[str, GroupState] = field(default_factory=dict)
     new_episodes: set[str] = field(default_factory=set)
     digests: dict[int, DigestState] = field(default_factory=dict)
@@ -158,6 +159,11 @@ class _Batch:
     next_temp_id: int = -1
     folded: int = 0
     posted: int = 0
+
+    def queued(self) -> None:
+        """One more event queued in this batch (already counted if ``ahead`` is read later)."""
+        if self.ahead is not None:
+            self.ahead += 1
 
 
 class AlertRelay:
@@ -208,11 +214,11 @@ class AlertRelay:
                 self._entries[key] = entry
                 digest.used_bytes += entry.cost
         for digest in sorted(self._digests.values(), key=lambda d: d.id):
-            if self._is_open(digest, self._groups):
+            if self._is_open(digest, self._groups.get):
                 self._open_digests[digest.room_id] = digest.id
         now = self._clock()
         window = 2 * self._budget.burst / self._budget.rate
-        self._observe(await self._outbox.sent_times(now - window, _MAX_SEND_TIMES))
+        self._observe((await self._outbox.send_load(now - window, _MAX_SEND_TIMES)).sent_at)
         log.info("alert relay: %d groups and %d digests loaded", len(self._groups), len(self._digests))
 
     # -- the webhook side -----------------------------------------------------
@@ -295,9 +301,7 @@ class AlertRelay:
     async def _commit(self, batch: list[_Job]) -> None:
         now = self._clock()
         async with self._db.transaction() as tx:
-            # Reads inside our own transaction: sends recorded so far, and the queue.
-            self._observe(await self._outbox.sent_times(self._last_send_seen, _MAX_SEND_TIMES))
-            work = _Batch(now=now, ahead=(await self._outbox.stats()).depth)
+            work = _Batch(now=now)
             for job in batch:
                 if job.beat_source is not None:
                     await self._heartbeats.heartbeat(job.beat_source, tx=tx)
@@ -307,7 +311,14 @@ class AlertRelay:
             await self._repo.save(
                 tx,
                 [_group_row(s) for s in work.groups.values()],
-                [_post_row(s.group_key, p) for s in work.groups.values() for p in s.posts],
+                # Posts are written when made (in this batch: posted now); the
+                # rest are unchanged, and rewriting them would cost a write each.
+                [
+                    _post_row(s.group_key, p)
+                    for s in work.groups.values()
+                    for p in s.posts
+                    if p.posted_at == now
+                ],
                 new_episodes=work.new_episodes,
             )
         self._groups.update(work.groups)
@@ -318,6 +329,15 @@ class AlertRelay:
             self._metrics.groups_posted.labels(how="message").inc(work.posted)
         if work.folded:
             self._metrics.groups_posted.labels(how="digest").inc(work.folded)
+
+    async def _ahead(self, work: _Batch, tx: aiosqlite.Connection) -> int:
+        """Events queued before the next one; read once per batch, when a decision needs it."""
+        if work.ahead is None:
+            # Inside our own transaction: what the sender recorded so far.
+            load = await self._outbox.send_load(self._last_send_seen, _MAX_SEND_TIMES, tx=tx)
+            self._observe(load.sent_at)
+            work.ahead = load.pending
+        return work.ahead
 
     def _observe(self, sent_at: list[float]) -> None:
         if sent_at:
@@ -356,14 +376,14 @@ class AlertRelay:
         self, work: _Batch, state: GroupState, room_id: str, tx: aiosqlite.Connection
     ) -> Post:
         budget = self._settings.send_budget
-        if storming(self._budget, work.ahead, work.now, budget.max_delay_s):
+        if storming(self._budget, await self._ahead(work, tx), work.now, budget.max_delay_s):
             digest = self._digest_for(work, room_id, state)
             work.folded += 1
             return Post(room_id, None, None, digest.id, work.now)
         mention = state.status == "firing" and self._renderer.should_mention(state)
         content = _content(self._renderer.group(state, mention=mention), mention=mention)
         outbox_id = await self._outbox.send_message(room_id, content, tx=tx)
-        work.ahead += 1
+        work.queued()
         work.posted += 1
         return Post(room_id, outbox_id, None, None, work.now)
 
@@ -371,18 +391,27 @@ class AlertRelay:
         self, work: _Batch, state: GroupState, change: GroupChange, post: Post, tx: aiosqlite.Connection
     ) -> None:
         assert post.message is not None
+        if post.message_event_id is None and post.message_outbox_id is not None:
+            # Still queued behind other events: nobody has seen it yet, so it
+            # gets the new content itself (no edit, no thread line needed).
+            mention = state.status == "firing" and self._renderer.should_mention(state)
+            content = _content(self._renderer.group(state, mention=mention), mention=mention)
+            queued = OutboxId(post.message_outbox_id)
+            if await self._outbox.rewrite_pending(post.room_id, queued, content, tx=tx):
+                return
         content = _content(self._renderer.group(state), mention=False)
         edit_id = await self._outbox.edit(post.room_id, _ref(post.message), content, supersede=True, tx=tx)
         if edit_id not in work.edits:
             work.edits.add(edit_id)
-            work.ahead += 1
+            work.queued()
         if not self._settings.thread_updates or not (change.new or change.resolved or change.group_resolved):
             return
-        if storming(self._budget, work.ahead, work.now, self._settings.send_budget.max_delay_s):
+        ahead = await self._ahead(work, tx)
+        if storming(self._budget, ahead, work.now, self._settings.send_budget.max_delay_s):
             return  # the edit shows the change; a thread line would cost budget a storm needs
         line = _content(self._renderer.thread_line(state, change), mention=False)
         await self._outbox.send_message(post.room_id, line, thread_root=_ref(post.message), tx=tx)
-        work.ahead += 1
+        work.queued()
 
     # -- digests ------------------------------------------------------------------
 
@@ -395,11 +424,11 @@ class AlertRelay:
     def _entry(self, work: _Batch, key: str) -> DigestEntry | None:
         return work.entries.get(key) or self._entries.get(key)
 
-    def _is_open(self, digest: DigestState, groups: Mapping[str, GroupState]) -> bool:
+    def _is_open(self, digest: DigestState, group: Callable[[str], GroupState | None]) -> bool:
         """A digest takes new groups while it has room and something in it still fires."""
         if digest.used_bytes >= self._renderer.digest_capacity():
             return False
-        return any((g := groups.get(k)) is not None and g.status == "firing" for k in digest.members)
+        return any((g := group(k)) is not None and g.status == "firing" for k in digest.members)
 
     def _digest_for(self, work: _Batch, room_id: str, state: GroupState) -> DigestState:
         """The room's open digest with ``state`` added (a new digest if none has room)."""
@@ -408,9 +437,9 @@ class AlertRelay:
         digest_id = work.open_digests.get(room_id, self._open_digests.get(room_id))
         digest = None if digest_id is None else self._digest(work, digest_id)
         capacity = self._renderer.digest_capacity()
-        merged = {**self._groups, **work.groups}
         if digest is not None and (
-            digest.used_bytes + entry.cost > capacity or (digest.id > 0 and not self._is_open(digest, merged))
+            digest.used_bytes + entry.cost > capacity
+            or (digest.id > 0 and not self._is_open(digest, lambda key: self._group(work, key)))
         ):
             digest = None
         if digest is None:
@@ -434,15 +463,19 @@ class AlertRelay:
             content = _content(self._renderer.digest(states, entries), mention=False)
             if digest.id > 0:
                 assert digest.message is not None
+                if digest.message_event_id is None and digest.message_outbox_id is not None:
+                    queued = OutboxId(digest.message_outbox_id)
+                    if await self._outbox.rewrite_pending(digest.room_id, queued, content, tx=tx):
+                        continue
                 edit_id = await self._outbox.edit(
                     digest.room_id, _ref(digest.message), content, supersede=True, tx=tx
                 )
                 if edit_id not in work.edits:
                     work.edits.add(edit_id)
-                    work.ahead += 1
+                    work.queued()
                 continue
             outbox_id = await self._outbox.send_message(digest.room_id, content, tx=tx)
-            work.ahead += 1
+            work.queued()
             real_id = await self._repo.insert_digest(tx, digest.room_id, outbox_id, work.now)
             self._renumber(work, digest, real_id, outbox_id)
 

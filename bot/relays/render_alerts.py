@@ -289,8 +289,9 @@ class AlertRenderer:
         entry = self._digest_line(state)
         cost = max(escaped_size(entry.plain), escaped_size(str(entry.html)))
         if state.status == "firing":
-            # Reserve what the resolved variant ("✅ … resolved after …") needs.
-            cost += 64
+            # Reserve what the resolved variant ("resolved after 1d 23h 59m"
+            # instead of "12 firing") may need more.
+            cost += 24
         return DigestEntry(entry.plain, entry.html, cost + 2)
 
     def _digest_line(self, state: GroupState) -> DigestEntry:

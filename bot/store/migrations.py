@@ -16,7 +16,11 @@ import aiosqlite
 
 from bot.store.alert_groups import migrate_alert_groups
 from bot.store.approvals import migrate_approvals
+from bot.store.falco import migrate_falco
 from bot.store.heartbeats import migrate_heartbeats
+from bot.store.outbox_media import migrate_outbox_media
+from bot.store.readiness import migrate_readiness
+from bot.store.velero import migrate_velero
 
 if TYPE_CHECKING:
     from bot.store.database import Database
@@ -97,7 +101,16 @@ async def _v1_initial(conn: aiosqlite.Connection) -> None:
     await conn.execute("CREATE INDEX outbox_pending ON outbox (room_id, id) WHERE state = 'pending'")
 
 
-MIGRATIONS: Sequence[Migration] = (_v1_initial, migrate_heartbeats, migrate_approvals, migrate_alert_groups)
+MIGRATIONS: Sequence[Migration] = (
+    _v1_initial,
+    migrate_heartbeats,
+    migrate_approvals,
+    migrate_alert_groups,
+    migrate_velero,
+    migrate_falco,
+    migrate_outbox_media,
+    migrate_readiness,
+)
 
 
 async def schema_version(db: Database) -> int:

@@ -74,6 +74,14 @@ class OutboxRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SendLoad:
+    pending: int
+    """Rows waiting to be sent."""
+    sent_at: list[float]
+    """When rows were sent (epoch seconds), oldest first."""
+
+
+@dataclass(frozen=True, slots=True)
 class PendingStats:
     depth: int
     oldest_created_at: float | None
@@ -208,14 +216,30 @@ class OutboxRepo:
         await cursor.close()
         return None if row is None else OutboxId(row["id"])
 
-    async def sent_since(self, since: float, limit: int) -> list[float]:
-        """Send times after ``since``, oldest first; the newest ``limit`` of them."""
-        rows = await self._db.fetchall(
-            "SELECT settled_at FROM outbox WHERE state = 'sent' AND settled_at > ?"
-            " ORDER BY settled_at DESC LIMIT ?",
+    async def rewrite_queued_message(
+        self, conn: aiosqlite.Connection, room_id: str, outbox_id: OutboxId, payload: dict[str, Any]
+    ) -> bool:
+        """Replace the payload of a pending message row that is not its room's head (in ``conn``)."""
+        cursor = await conn.execute(
+            "UPDATE outbox SET payload = ? WHERE id = ? AND room_id = ? AND kind = 'message'"
+            " AND state = 'pending' AND EXISTS (SELECT 1 FROM outbox o"
+            "  WHERE o.room_id = outbox.room_id AND o.state = 'pending' AND o.id < outbox.id)",
+            (json.dumps(payload, ensure_ascii=False, allow_nan=False), outbox_id, room_id),
+        )
+        return cursor.rowcount == 1
+
+    async def send_load(self, conn: aiosqlite.Connection, since: float, limit: int) -> SendLoad:
+        """Pending rows, and send times after ``since`` (newest ``limit``), in one round trip on ``conn``."""
+        rows = await conn.execute_fetchall(
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE state = 'pending') AS pending,"
+            " (SELECT json_group_array(settled_at) FROM (SELECT settled_at FROM outbox"
+            "  WHERE state = 'sent' AND settled_at > ? ORDER BY settled_at DESC LIMIT ?)) AS sent",
             (since, limit),
         )
-        return [float(row["settled_at"]) for row in reversed(rows)]
+        (row,) = rows
+        return SendLoad(
+            pending=int(row["pending"]), sent_at=sorted(float(t) for t in json.loads(row["sent"]))
+        )
 
     async def mark_failed(self, outbox_id: OutboxId, error: str, at: float) -> bool:
         """Give up on a row; False if it was no longer pending."""

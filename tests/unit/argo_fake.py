@@ -22,7 +22,7 @@ REV_C = "c" * 40
 
 
 class Crash(BaseException):
-    """The process died: nothing after this point of the handler runs (not an Exception: nothing catches it)."""
+    """The process died: nothing after this point runs (a BaseException, so no handler catches it)."""
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -55,8 +55,15 @@ def application(
     if automated:
         policy["automated"] = {"prune": True, "selfHeal": True}
     resources = [
-        {"group": "apps", "kind": "Deployment", "namespace": "kube-system", "name": f"cilium-{i}",
-         "status": "OutOfSync", "version": "v1", "health": {"status": "Healthy"}}
+        {
+            "group": "apps",
+            "kind": "Deployment",
+            "namespace": "kube-system",
+            "name": f"cilium-{i}",
+            "status": "OutOfSync",
+            "version": "v1",
+            "health": {"status": "Healthy"},
+        }
         for i in range(out_of_sync)
     ]
     resources.append({"kind": "Service", "namespace": "kube-system", "name": "hubble", "status": "Synced"})
@@ -73,8 +80,11 @@ def application(
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "project": "default",
-            "source": {"repoURL": "https://git.example.org/platform.git", "path": name,
-                       "targetRevision": target_branch},
+            "source": {
+                "repoURL": "https://git.example.org/platform.git",
+                "path": name,
+                "targetRevision": target_branch,
+            },
             "destination": {"name": "in-cluster", "namespace": "kube-system"},
             "syncPolicy": policy,
         },
@@ -95,8 +105,10 @@ class FakeArgo:
         # One-shot faults for the next patch.
         self.conflict_next_patch = False
         self.fail_after_applying_next_patch = False
-        # The bot process dying mid-write: raised before or after the write is applied.
+        # The bot process dying mid-write: raised before or after the write is
+        # applied, on the next write or (crash_every_patch) on every write.
         self.crash_next_patch: str | None = None  # "before" | "after"
+        self.crash_every_patch: str | None = None
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
@@ -124,7 +136,9 @@ class FakeArgo:
         await asyncio.sleep(0)
         self._check()
         if (namespace, name) not in self.objects:
-            raise NotFound(f'applications.argoproj.io "{name}" not found in namespace {namespace}', status=404)
+            raise NotFound(
+                f'applications.argoproj.io "{name}" not found in namespace {namespace}', status=404
+            )
         return copy.deepcopy(self.objects[(namespace, name)])
 
     async def list(self, namespace: str) -> list[Mapping[str, Any]]:
@@ -143,16 +157,16 @@ class FakeArgo:
         if self.conflict_next_patch or (wanted and wanted != current["metadata"]["resourceVersion"]):
             self.conflict_next_patch = False
             raise Conflict("conflict: the object changed", status=409)
-        if self.crash_next_patch == "before":
-            self.crash_next_patch = None
+        crash = self.crash_next_patch or self.crash_every_patch
+        self.crash_next_patch = None
+        if crash == "before":
             raise Crash("the bot died before the write reached the API server")
         body = copy.deepcopy(dict(patch))
         body.get("metadata", {}).pop("resourceVersion", None)
         stored = self.put(merge_patch(current, body))
         if patch.get("operation"):
             self.operations.append(copy.deepcopy(dict(patch["operation"])))
-        if self.crash_next_patch == "after":
-            self.crash_next_patch = None
+        if crash == "after":
             raise Crash("the bot died before it heard the answer")
         if self.fail_after_applying_next_patch:
             self.fail_after_applying_next_patch = False
@@ -168,8 +182,12 @@ class FakeArgo:
     def controller_picks_up(self, name: str = "cilium", namespace: str = "argocd") -> None:
         """Running: the operation is copied into status.operationState."""
         obj = self.obj(name, namespace)
-        state = {"operation": obj["operation"], "phase": "Running", "startedAt": "2024-03-05T07:33:03Z",
-                 "message": "one or more tasks are running"}
+        state = {
+            "operation": obj["operation"],
+            "phase": "Running",
+            "startedAt": "2024-03-05T07:33:03Z",
+            "message": "one or more tasks are running",
+        }
         self.edit({"status": {"operationState": state}}, name, namespace)
 
     def controller_finishes(
@@ -188,11 +206,18 @@ class FakeArgo:
         obj = self.obj(name, namespace)
         state = copy.deepcopy(obj["status"]["operationState"])
         synced = revision or state["operation"]["sync"]["revision"]
-        state |= {"phase": phase, "message": message, "finishedAt": "2024-03-05T07:33:04Z",
-                  "syncResult": {"revision": synced, "resources": resources or []}}
+        state |= {
+            "phase": phase,
+            "message": message,
+            "finishedAt": "2024-03-05T07:33:04Z",
+            "syncResult": {"revision": synced, "resources": resources or []},
+        }
         status: dict[str, Any] = {"operationState": state}
         if phase == "Succeeded":
             history = [*obj["status"].get("history", []), {"id": 2, "revision": synced}]
-            status |= {"history": history, "sync": {"status": sync, "revision": synced},
-                       "health": {"status": health}}
+            status |= {
+                "history": history,
+                "sync": {"status": sync, "revision": synced},
+                "health": {"status": health},
+            }
         self.edit({"operation": None, "status": status}, name, namespace)

@@ -471,6 +471,16 @@ async def test_pending_edits_of_one_message_are_coalesced(r: Relay) -> None:
     assert "instance=c" in edits[0]
 
 
+async def test_update_of_a_still_queued_message_rewrites_it(r: Relay) -> None:
+    """A group changing while its message still waits behind others: the message itself is updated."""
+    await r.post(payload([alert("x")], key="other", group_labels={"alertname": "Other"}))
+    await r.post(payload([alert("a")]))
+    await r.post(payload([alert("a"), alert("b")]))
+    bodies = await r.bodies()
+    assert [k for k, _ in bodies] == ["message", "message"]
+    assert "FIRING ×2" in bodies[1][1]
+
+
 async def test_refiring_after_resolution_is_a_new_message(r: Relay) -> None:
     """A group that resolved and fires again gets a new message (a new incident)."""
     await r.post(payload([alert("a")]))
@@ -682,26 +692,33 @@ def test_storming_reserves_room_for_the_digest() -> None:
 
 
 async def test_storm_folds_new_groups_into_one_digest(tmp_path: Path) -> None:
-    """Past the budget, new groups become lines of one digest message, edited as more arrive."""
+    """Past the budget, new groups are lines of one digest: rewritten while queued, then edited in place."""
     settings = settings_with(send_budget={"burst": 3, "per_minute": 6, "max_delay_s": 10})
     relay = await make_relay(tmp_path / "storm.sqlite3", settings)
+
+    def storm(i: int) -> dict[str, Any]:
+        return payload([alert("a")], key=f"g{i}", group_labels={"alertname": f"Storm{i:02}"})
+
     try:
-        for i in range(30):
-            await relay.post(payload([alert("a")], key=f"g{i}", group_labels={"alertname": f"Storm{i:02}"}))
+        for i in range(20):
+            await relay.post(storm(i))
         rows = await relay.rows()
         messages = [json.loads(row["payload"])["body"] for row in rows if row["kind"] == "message"]
-        # ahead + 2 + 1 - 3 tokens at 10 s each must stay <= 10 s: 1 own message, then the digest.
+        # (ahead + 2 + 1 - 3 tokens) at 10 s each must stay <= 10 s: 2 groups get their own message.
         own = [m for m in messages if not m.startswith("🌩")]
-        digests = [m for m in messages if m.startswith("🌩")]
-        assert len(digests) == 1
-        assert 1 <= len(own) <= 3
-        edits = [json.loads(row["payload"])["body"] for row in rows if row["kind"] == "edit"]
-        assert len(edits) == 1  # every later group superseded the one pending edit
-        shown = "\n".join(digests + edits + own)
-        for i in range(30):
-            assert f"Storm{i:02}" in shown
-        folded = 30 - len(own)
-        assert f"{folded} groups" in edits[0]
+        (digest,) = [m for m in messages if m.startswith("🌩")]
+        assert len(own) == 2
+        # Queued behind those, the digest message itself took every later group: no edit yet.
+        assert [row["kind"] for row in rows] == ["message", "message", "message"]
+        assert all(f"Storm{i:02}" in digest for i in range(2, 20))
+
+        await relay.send_all()
+        for i in range(20, 30):
+            await relay.post(storm(i))
+        edits = [json.loads(row["payload"])["body"] for row in await relay.rows() if row["kind"] == "edit"]
+        assert len(edits) == 1  # once sent, one pending edit, superseded by each later group
+        assert all(f"Storm{i:02}" in edits[0] for i in range(2, 30))
+        assert "28 groups" in edits[0]
     finally:
         await relay.db.close()
 

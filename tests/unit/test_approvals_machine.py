@@ -8,6 +8,7 @@ never writes more than one sync operation for a request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import shutil
 import tempfile
@@ -49,6 +50,7 @@ from bot.approvals.machine import (
     is_due_for_expiry,
     withdrawal_counts,
 )
+from bot.errors import UserError
 from tests.unit.approvals_env import (
     ALICE,
     BOB,
@@ -95,13 +97,22 @@ def test_only_active_states_have_ways_out() -> None:
         (REQUEST, reaction(room=OTHER_ROOM), (Effect.IGNORED, Ignored.OTHER_ROOM)),
         (REQUEST, reaction(sent_at=1_000.5), (Effect.IGNORED, Ignored.EXPIRED)),
         (REQUEST, reaction(sent_at=1_000.0), (Effect.APPROVE, None)),
-        (RequestFacts(State.APPROVED, ROOM, ALICE, 1_000.0, True), reaction(), (Effect.IGNORED, Ignored.NOT_OPEN)),
+        (
+            RequestFacts(State.APPROVED, ROOM, ALICE, 1_000.0, True),
+            reaction(),
+            (Effect.IGNORED, Ignored.NOT_OPEN),
+        ),
         (RequestFacts(State.REQUESTED, ROOM, ALICE, 1_000.0, False), reaction(ALICE), (Effect.APPROVE, None)),
-        (RequestFacts(State.REQUESTED, ROOM, ALICE, 1_000.0, False), reaction(ALICE, approver=False),
-         (Effect.IGNORED, Ignored.NOT_AUTHORISED)),
+        (
+            RequestFacts(State.REQUESTED, ROOM, ALICE, 1_000.0, False),
+            reaction(ALICE, approver=False),
+            (Effect.IGNORED, Ignored.NOT_AUTHORISED),
+        ),
     ],
 )
-def test_decide_reaction(request_facts: RequestFacts, facts: ReactionFacts, expected: tuple[Effect, Any]) -> None:
+def test_decide_reaction(
+    request_facts: RequestFacts, facts: ReactionFacts, expected: tuple[Effect, Any]
+) -> None:
     """Each reaction rule: who, which key, which room, when, and in which state it counts."""
     decision = decide_reaction(request_facts, facts)
     assert (decision.effect, decision.reason) == expected
@@ -194,7 +205,7 @@ def test_operation_running_from_either_field() -> None:
 
 
 def test_operation_carries_the_pinned_revision_the_id_and_merged_options() -> None:
-    """The operation: requester, automated false, approval id, pinned revision, prune, merged options, retry."""
+    """The operation: requester, not automated, approval id, pinned revision, prune, merged options, retry."""
     view = parse_application(upstream_app())
     operation = build_operation(
         view,
@@ -266,13 +277,29 @@ def test_failed_resources_include_failed_hooks() -> None:
         "phase": "Failed",
         "message": "one or more objects failed to apply",
         "operation": {"info": [{"name": INFO_APPROVAL, "value": "me"}]},
-        "syncResult": {"revision": REV_B, "resources": [
-            {"kind": "Deployment", "group": "apps", "namespace": "a", "name": "d", "status": "SyncFailed",
-             "message": "denied"},
-            {"kind": "Job", "group": "batch", "namespace": "a", "name": "migrate", "hookType": "PreSync",
-             "hookPhase": "Failed", "message": "BackoffLimitExceeded"},
-            {"kind": "Service", "namespace": "a", "name": "s", "status": "Synced"},
-        ]},
+        "syncResult": {
+            "revision": REV_B,
+            "resources": [
+                {
+                    "kind": "Deployment",
+                    "group": "apps",
+                    "namespace": "a",
+                    "name": "d",
+                    "status": "SyncFailed",
+                    "message": "denied",
+                },
+                {
+                    "kind": "Job",
+                    "group": "batch",
+                    "namespace": "a",
+                    "name": "migrate",
+                    "hookType": "PreSync",
+                    "hookPhase": "Failed",
+                    "message": "BackoffLimitExceeded",
+                },
+                {"kind": "Service", "namespace": "a", "name": "s", "status": "Synced"},
+            ],
+        },
     }
     state = progress(parse_application(obj), "me")
     assert state.phase is Phase.FAILED
@@ -301,7 +328,12 @@ NEVER_STARTED = {
 
 
 class ApprovalInterleavings(RuleBasedStateMachine):
-    """Reactions, replays, redactions (before or after their reaction), concurrency, faults, restarts."""
+    """Reactions, replays, redactions (before or after their reaction), concurrency, faults, restarts.
+
+    A crash (the process dying just before or after the write of the
+    operation) ends the rule with a restart, as Kubernetes would restart the
+    pod; meanwhile the Argo CD controller may have run the operation.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -312,7 +344,6 @@ class ApprovalInterleavings(RuleBasedStateMachine):
         # Reaction events made so far: event id -> (sender, key, room); delivered or not.
         self.reactions: dict[str, tuple[str, str, str]] = {}
         self.counter = 0
-        self.crashed = False
 
     def run(self, work: Any) -> Any:
         return self.loop.run_until_complete(work)
@@ -322,10 +353,16 @@ class ApprovalInterleavings(RuleBasedStateMachine):
         assert self.env is not None
         return self.env
 
-    @initialize(required=st.integers(1, 2), four_eyes=st.booleans())
-    def open(self, required: int, four_eyes: bool) -> None:
+    @initialize(
+        required=st.integers(1, 2),
+        four_eyes=st.booleans(),
+        fragile=st.sampled_from((None, "before", "after")),
+    )
+    def open(self, required: int, four_eyes: bool, fragile: str | None) -> None:
+        """``fragile``: in this run the bot dies around every write it makes."""
         settings = approvals_settings(approvals_required=required, four_eyes=four_eyes)
         self.env = self.run(open_env(self.tmp, settings))
+        self.e.argo.crash_every_patch = fragile
         self.requests.append(self.run(self.e.request()))
 
     def teardown(self) -> None:
@@ -340,32 +377,50 @@ class ApprovalInterleavings(RuleBasedStateMachine):
         self.reactions[event_id] = (sender, key, room)
         return event_id
 
-    async def deliver(self, event_id: str) -> None:
+    async def deliver(self, event_id: str) -> bool:
+        """Hand one reaction event to the bot; False if the bot died handling it."""
         sender, key, room = self.reactions[event_id]
         target = await self.e.prompt_event(self.requests[-1])
         try:
             await self.e.service.on_reaction(room, sender, target, key, event_id, sent_at=self.e.clock())
         except Crash:
-            # The process died mid-start: only a restart brings the bot back.
-            self.crashed = True
+            return False
+        return True
 
-    @precondition(lambda self: not self.crashed)
-    @rule(sender=st.sampled_from(VOTERS), key=st.sampled_from(KEYS), room=st.sampled_from((ROOM, ROOM, OTHER_ROOM)))
-    def react(self, sender: str, key: str, room: str) -> None:
-        self.run(self.deliver(self.new_reaction(sender, key, room)))
+    def bot(self, *deliveries: str, controller_meanwhile: bool = True) -> None:
+        """Deliver reactions (several at once, as the router's separate tasks); restart after a crash."""
+
+        async def all_of_them() -> list[bool]:
+            return list(await asyncio.gather(*(self.deliver(d) for d in deliveries)))
+
+        if not all(self.run(all_of_them())):
+            self.restart(controller_meanwhile)
+
+    @rule(
+        sender=st.sampled_from(VOTERS),
+        key=st.sampled_from(KEYS),
+        room=st.sampled_from((ROOM, ROOM, OTHER_ROOM)),
+        dies=st.sampled_from((None, "before", "after")),
+        controller_meanwhile=st.booleans(),
+    )
+    def react(self, sender: str, key: str, room: str, dies: str | None, controller_meanwhile: bool) -> None:
+        """A reaction; if it starts the sync, the process may die just before or after the write."""
+        self.e.argo.crash_next_patch = dies
+        self.bot(self.new_reaction(sender, key, room), controller_meanwhile=controller_meanwhile)
+        self.e.argo.crash_next_patch = None
 
     @rule(sender=st.sampled_from(VOTERS), key=st.sampled_from(KEYS))
     def react_later(self, sender: str, key: str) -> None:
         """A reaction that exists (and can be redacted) but whose handler has not run yet."""
         self.new_reaction(sender, key, ROOM)
 
-    @precondition(lambda self: bool(self.reactions) and not self.crashed)
+    @precondition(lambda self: bool(self.reactions))
     @rule(data=st.data())
     def deliver_again_or_late(self, data: st.DataObject) -> None:
         """A replayed or late delivery of a reaction event."""
-        self.run(self.deliver(data.draw(st.sampled_from(sorted(self.reactions)))))
+        self.bot(data.draw(st.sampled_from(sorted(self.reactions))))
 
-    @precondition(lambda self: bool(self.reactions) and not self.crashed)
+    @precondition(lambda self: bool(self.reactions))
     @rule(data=st.data())
     def redact(self, data: st.DataObject) -> None:
         event_id = data.draw(st.sampled_from(sorted(self.reactions)))
@@ -373,19 +428,14 @@ class ApprovalInterleavings(RuleBasedStateMachine):
         self.counter += 1
         self.run(self.e.service.on_redaction(ROOM, sender, event_id, f"$redaction{self.counter}"))
 
-    @precondition(lambda self: not self.crashed)
     @rule(first=st.sampled_from(VOTERS), second=st.sampled_from(VOTERS))
     def react_at_once(self, first: str, second: str) -> None:
-        """Two ✅ handled concurrently (the router runs handlers as separate tasks)."""
-        one, two = self.new_reaction(first, "✅", ROOM), self.new_reaction(second, "✅", ROOM)
-
-        async def both() -> None:
-            await asyncio.gather(self.deliver(one), self.deliver(two))
-
-        self.run(both())
+        """Two ✅ handled concurrently."""
+        self.bot(self.new_reaction(first, "✅", ROOM), self.new_reaction(second, "✅", ROOM))
 
     @rule(fault=st.sampled_from(("conflict", "lost-answer", "down", "up", "crash-before", "crash-after")))
     def cluster_fault(self, fault: str) -> None:
+        """Armed for the next write (or, for down/up, every call until changed)."""
         argo = self.e.argo
         if fault == "conflict":
             argo.conflict_next_patch = True
@@ -396,23 +446,15 @@ class ApprovalInterleavings(RuleBasedStateMachine):
         else:
             argo.unreachable = fault == "down"
 
-    @precondition(lambda self: not self.crashed)
-    @rule(when=st.sampled_from(("before", "after")), approver=st.sampled_from((BOB, CAROL)))
-    def approve_and_die(self, when: str, approver: str) -> None:
-        """An approval whose start is cut short by the process dying around the write."""
-        self.e.argo.crash_next_patch = when
-        self.run(self.deliver(self.new_reaction(approver, "✅", ROOM)))
-
     @rule(phase=st.sampled_from(("Succeeded", "Failed", "Error")))
     def controller_acts(self, phase: str) -> None:
-        """The Argo CD controller runs whatever operation is pending to its end."""
+        """The Argo CD controller runs the pending operation to its end; the bot follows it."""
         argo = self.e.argo
         if argo.obj().get("operation"):
             argo.controller_picks_up()
             argo.controller_finishes(phase)
-        if self.crashed:
+        if argo.unreachable:
             return
-        # The bot follows what it started to the end, which lets a new !sync in.
         for approval_id in self.requests:
             if self.run(self.e.state(approval_id)) == State.STARTED.value:
                 self.run(asyncio.wait_for(self.e.service.runner.follow(approval_id), 5))
@@ -421,45 +463,37 @@ class ApprovalInterleavings(RuleBasedStateMachine):
     def git_moves(self, moved: bool) -> None:
         self.e.argo.edit({"status": {"sync": {"revision": REV_C if moved else REV_B}}})
 
-    @precondition(lambda self: not self.crashed)
     @rule(seconds=st.sampled_from((1.0, 300.0, 700.0)))
     def time_passes(self, seconds: float) -> None:
         self.e.clock.now += seconds
         self.run(self.e.service.expire_due())
 
-    @precondition(lambda self: not self.crashed)
     @rule(sender=st.sampled_from(VOTERS), now=st.integers(0, 3))
     def cancel(self, sender: str, now: int) -> None:
         if now:
             return  # a cancel now and then: too many would close requests before anything else happens
-        try:
+        # A refusal (not allowed, already decided) leaves the request as it was.
+        with contextlib.suppress(UserError):
             self.run(self.e.service.cancel(self.requests[-1], room_id=ROOM, sender=sender))
-        except Exception as error:  # noqa: BLE001 - refusals are UserErrors; anything else fails below
-            assert type(error).__name__ in ("UserError", "PermissionDenied"), error
 
-    @rule()
-    def restart(self) -> None:
-        self.crashed = False
+    @rule(controller_meanwhile=st.booleans())
+    def restart(self, controller_meanwhile: bool) -> None:
+        """Stop and start the bot; meanwhile the controller may have finished a pending operation."""
+        if controller_meanwhile and self.e.argo.obj().get("operation"):
+            self.e.argo.controller_picks_up()
+            self.e.argo.controller_finishes()
         self.run(self.e.close())
         self.run(self.e.open())
-        try:
+        # Only a write can crash, and resume() must never write: if it
+        # did, the invariant reports what that write did.
+        with contextlib.suppress(Crash):
             self.run(self.e.service.runner.resume())
-        except Crash:
-            self.crashed = True
 
-    @precondition(lambda self: not self.crashed)
     @rule()
     def request_again(self) -> None:
-        """After a request ended, a new !sync; an open one makes this a refusal."""
-        self.e.argo.unreachable = False
-        obj = self.e.argo.obj()
-        # Let the controller finish whatever runs, so the app can be requested again.
-        if obj.get("operation"):
-            self.e.argo.edit({"operation": None})
-        try:
+        """A new !sync; refused while a request for the app is open or syncing."""
+        with contextlib.suppress(UserError):
             self.requests.append(self.run(self.e.request()))
-        except Exception as error:  # noqa: BLE001
-            assert type(error).__name__ == "UserError", error
 
     @invariant()
     def never_more_than_one_sync(self) -> None:
@@ -482,6 +516,4 @@ ApprovalInterleavings.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_any_interleaving_starts_at_most_one_sync = ApprovalInterleavings.TestCase
-test_any_interleaving_starts_at_most_one_sync.__doc__ = (
-    "Any interleaving of reactions, replays, redactions, faults and restarts writes at most one sync per request."
-)
+test_any_interleaving_starts_at_most_one_sync.__doc__ = "Any interleaving of reactions, replays, redactions, faults and restarts writes at most one sync per request"

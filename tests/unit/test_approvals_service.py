@@ -40,7 +40,7 @@ async def votes(env: Env, approval_id: str) -> list[tuple[str, str, str | None]]
 
 
 async def test_sync_posts_one_prompt_with_reactions_and_pinned_revision(env: Env) -> None:
-    """!sync posts a reply prompt (revisions, statuses, resources, approvers, expiry), ✅ and ❌, and audits it."""
+    """!sync posts a reply prompt (revisions, statuses, resources, approvers, expiry), ✅ and ❌; audited."""
     approval_id = await env.request()
     rows = await env.messages()
     assert [row["kind"] for row in rows] == ["reply", "reaction", "reaction"]
@@ -63,8 +63,15 @@ async def test_sync_posts_one_prompt_with_reactions_and_pinned_revision(env: Env
 
 async def test_prompt_html_escapes_what_comes_from_the_cluster(env: Env) -> None:
     """Resource names from the cluster cannot inject markup into the prompt."""
-    env.argo.edit({"status": {"resources": [
-        {"kind": "ConfigMap", "namespace": "x", "name": "<b>boom</b>", "status": "OutOfSync"}]}})
+    env.argo.edit(
+        {
+            "status": {
+                "resources": [
+                    {"kind": "ConfigMap", "namespace": "x", "name": "<b>boom</b>", "status": "OutOfSync"}
+                ]
+            }
+        }
+    )
     await env.request()
     html = (await env.messages())[0]["payload"]["formatted_body"]
     assert "<b>boom</b>" not in html and "&lt;b&gt;boom&lt;/b&gt;" in html
@@ -73,7 +80,9 @@ async def test_prompt_html_escapes_what_comes_from_the_cluster(env: Env) -> None
 async def test_prompt_lists_at_most_the_configured_resources(env: Env) -> None:
     """More out-of-sync resources than prompt_resources_max end with '… and N more'."""
     app = env.argo.obj()
-    resources = [{"kind": "Secret", "namespace": "n", "name": f"s{i}", "status": "OutOfSync"} for i in range(7)]
+    resources = [
+        {"kind": "Secret", "namespace": "n", "name": f"s{i}", "status": "OutOfSync"} for i in range(7)
+    ]
     env.argo.put(app | {"status": app["status"] | {"resources": resources}})
     await env.request()
     body = (await env.messages())[0]["payload"]["body"]
@@ -235,7 +244,12 @@ async def test_reactions_that_change_nothing_are_recorded(
     assert await votes(env, approval_id) == [(sender, "ignored", reason)]
     entry = (await env.audit_rows())[-1]
     assert (entry.actor, entry.action, entry.outcome, entry.detail, entry.event_id) == (
-        sender, "approval:reaction", "ignored", reason, reaction)
+        sender,
+        "approval:reaction",
+        "ignored",
+        reason,
+        reaction,
+    )
 
 
 async def test_variation_selector_does_not_change_the_key(env: Env) -> None:
@@ -292,7 +306,10 @@ async def test_a_redacted_approval_stops_counting(tmp_path: Path) -> None:
         await env.service.on_redaction(ROOM, BOB, first, "$redaction")
         await env.react(approval_id, CAROL)
         assert await env.state(approval_id) == "requested"
-        assert [(e.action, e.outcome) for e in await env.audit_rows()][-2] == ("approval:withdrawn", "withdrawn")
+        assert [(e.action, e.outcome) for e in await env.audit_rows()][-2] == (
+            "approval:withdrawn",
+            "withdrawn",
+        )
     finally:
         await env.close()
 
@@ -391,7 +408,7 @@ async def test_source_changed_since_the_prompt_is_not_synced(env: Env) -> None:
     ],
 )
 async def test_checks_are_repeated_at_approval(env: Env, change: dict[str, object], reason: str) -> None:
-    """Automated sync switched on, or an operation started elsewhere, after the prompt: aborted, not synced."""
+    """Automated sync turned on, or an operation started elsewhere, after the prompt: aborted, not synced."""
     approval_id = await env.request()
     env.argo.edit(change)
     await env.react(approval_id, BOB)
@@ -465,7 +482,10 @@ async def test_follow_reports_success_after_the_app_settles(env: Env) -> None:
     assert record.state == "succeeded"
     assert record.outcome is not None and record.outcome["settled"] is True
     rows = await env.messages()
-    assert rows[-2]["kind"] == "edit" and f"✅ Synced {REV_B[:10]}: Synced, Healthy." in rows[-2]["payload"]["body"]
+    assert (
+        rows[-2]["kind"] == "edit"
+        and f"✅ Synced {REV_B[:10]}: Synced, Healthy." in rows[-2]["payload"]["body"]
+    )
     assert rows[-1]["kind"] == "thread" and "✅ Synced" in rows[-1]["payload"]["body"]
     assert (await env.audit_rows())[-1].action == "approval:succeeded"
 
@@ -488,8 +508,14 @@ async def test_follow_reports_a_failed_sync_with_its_failed_resources(env: Env) 
     """Failed: the prompt says failed, the thread lists the failed resources and Argo CD's message."""
     approval_id = await approved_and_started(env)
     env.argo.controller_picks_up()
-    failed = {"group": "apps", "kind": "Deployment", "namespace": "kube-system", "name": "cilium-0",
-              "status": "SyncFailed", "message": "admission webhook denied the request"}
+    failed = {
+        "group": "apps",
+        "kind": "Deployment",
+        "namespace": "kube-system",
+        "name": "cilium-0",
+        "status": "SyncFailed",
+        "message": "admission webhook denied the request",
+    }
     env.argo.controller_finishes("Failed", message="one or more objects failed to apply", resources=[failed])
     await asyncio.wait_for(env.service.runner.follow(approval_id), 5)
     assert await env.state(approval_id) == "failed"
@@ -574,7 +600,7 @@ async def test_requester_or_approver_may_cancel(env: Env, sender: str) -> None:
 
 
 async def test_others_may_not_cancel_and_a_started_sync_cannot_be(env: Env) -> None:
-    """Someone else's !cancel is refused; a started sync cannot be cancelled; ids of other rooms are unknown."""
+    """Others' !cancel is refused; a started sync cannot be cancelled; ids of other rooms are unknown."""
     approval_id = await env.request()
     with pytest.raises(UserError, match="only the requester or an approver"):
         await env.service.cancel(approval_id, room_id=ROOM, sender=MALLORY)
@@ -615,7 +641,7 @@ async def test_apps_answers_cluster_unreachable(env: Env) -> None:
 async def test_death_after_the_write_is_not_written_again_after_restart(
     env: Env, finished_meanwhile: bool
 ) -> None:
-    """Died after writing, before recording it: the restart finds the operation (even finished) and follows."""
+    """Died after writing, before recording it: the restart finds the operation (even finished), follows."""
     approval_id = await env.request()
     env.argo.crash_next_patch = "after"
     with pytest.raises(Crash):
@@ -642,4 +668,7 @@ async def test_death_before_the_write_aborts_after_restart(env: Env) -> None:
     await env.service.runner.resume()
     record = await env.record(approval_id)
     assert record.state == "aborted" and env.argo.operations == []
-    assert record.outcome is not None and "the bot restarted before the sync was started" in record.outcome["message"]
+    assert (
+        record.outcome is not None
+        and "the bot restarted before the sync was started" in record.outcome["message"]
+    )

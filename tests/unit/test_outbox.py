@@ -697,12 +697,36 @@ async def test_edit_superseded_during_a_rate_limit_pause_sends_only_the_newest(h
     ]
 
 
-async def test_sent_times_lists_recent_sends_oldest_first(h: Harness) -> None:
-    """sent_times gives settle times after `since`, oldest first, at most the newest `limit`."""
+async def test_send_load_counts_pending_and_lists_recent_sends(h: Harness) -> None:
+    """send_load: pending rows, and send times after `since`, oldest first, at most the newest `limit`."""
     repo = OutboxRepo(h.db)
     for at in (10.0, 20.0, 30.0, 40.0):
         row = await h.outbox.send_message(ROOM_A, text(str(at)))
         await repo.mark_sent(row, f"$e{int(at)}", at=at)
     await h.outbox.send_message(ROOM_A, text("pending"))
-    assert await h.outbox.sent_times(since=15.0, limit=10) == [20.0, 30.0, 40.0]
-    assert await h.outbox.sent_times(since=0.0, limit=2) == [30.0, 40.0]
+    load = await h.outbox.send_load(since=15.0, limit=10)
+    assert (load.pending, load.sent_at) == (1, [20.0, 30.0, 40.0])
+    assert (await h.outbox.send_load(since=0.0, limit=2)).sent_at == [30.0, 40.0]
+
+
+async def test_rewrite_pending_changes_a_queued_message_behind_another(h: Harness) -> None:
+    """A message queued behind another row gets the new content (same row, same txn); one event is sent."""
+    first = await h.outbox.send_message(ROOM_A, text("first"))
+    queued = await h.outbox.send_message(ROOM_A, text("digest: 1 group"))
+    assert await h.outbox.rewrite_pending(ROOM_A, queued, text("digest: 5 groups"))
+    async with running(h.sender):
+        assert await h.outbox.wait_sent(queued, timeout=3.0) is not None
+    assert h.hs.bodies(ROOM_A) == ["first", "digest: 5 groups"]
+    assert await h.outbox.state(first) is OutboxState.SENT
+
+
+async def test_rewrite_pending_refuses_the_head_and_sent_rows(h: Harness) -> None:
+    """The room's head may be on its way and a sent row is history: neither is rewritten."""
+    head = await h.outbox.send_message(ROOM_A, text("head"))
+    assert not await h.outbox.rewrite_pending(ROOM_A, head, text("changed"))
+    behind = await h.outbox.send_message(ROOM_A, text("behind"))
+    async with running(h.sender):
+        assert await h.outbox.wait_sent(behind, timeout=3.0) is not None
+    assert not await h.outbox.rewrite_pending(ROOM_A, behind, text("changed"))
+    assert not await h.outbox.rewrite_pending(ROOM_B, behind, text("wrong room"))
+    assert h.hs.bodies(ROOM_A) == ["head", "behind"]

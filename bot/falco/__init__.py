@@ -1,0 +1,1 @@
+"""The Falco relay: falcosidekick's webhook → aggregated messages, digests and mutes."""
