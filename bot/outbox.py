@@ -18,6 +18,13 @@ Relations (reply, thread, edit, reaction) may point at an earlier row of the
 same room by its ``OutboxId`` instead of an event id; the reference is
 resolved when the dependent row is sent, which per-room order guarantees is
 after its target was settled.
+
+Under a rate limit every event costs budget, and only a message's newest
+content matters: ``edit(..., supersede=True)`` replaces a still-pending edit
+of the same message, and ``rewrite_pending`` changes a message that is queued
+behind others (so certainly not being sent). The sender records a send only
+if the row's txn id is unchanged, so an edit superseded while on its way is
+sent again with the newer content.
 """
 
 from __future__ import annotations
@@ -261,6 +268,25 @@ class Outbox:
         _check_message_content(new_content)
         if not supersede:
             return await self._enqueue(room_id, OutboxKind.EDIT, new_content, target=target, tx=tx)
+        async with self._db.transaction(tx) as conn:
+            replaced = await self.supersede_edit(room_id, target, new_content, tx=conn)
+            if replaced is not None:
+                return replaced
+            return await self._enqueue(room_id, OutboxKind.EDIT, new_content, target=target, tx=conn)
+
+    async def supersede_edit(
+        self,
+        room_id: str,
+        target: EventRef,
+        new_content: dict[str, Any],
+        *,
+        tx: aiosqlite.Connection | None = None,
+    ) -> OutboxId | None:
+        """Give the still-pending edit of ``target`` this content (and a new txn id); None if none is pending.
+
+        For a producer that would rather wait than queue another edit now.
+        """
+        _check_message_content(new_content)
         _check_room(room_id)
         _check_size(OutboxKind.EDIT, new_content, target=target, root=None)
         async with self._db.transaction(tx) as conn:
@@ -276,12 +302,9 @@ class Outbox:
                 new_content,
                 uuid.uuid4().hex,
             )
-            if replaced is not None:
-                log.debug("outbox %d superseded: edit in %s", replaced, room_id)
-                return replaced
-            outbox_id = await self._insert(conn, room_id, OutboxKind.EDIT, new_content, stored, Ref())
-        self._enqueued(outbox_id, OutboxKind.EDIT, room_id)
-        return outbox_id
+        if replaced is not None:
+            log.debug("outbox %d superseded: edit in %s", replaced, room_id)
+        return replaced
 
     async def rewrite_pending(
         self,

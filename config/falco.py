@@ -55,30 +55,32 @@ class FalcoSendBudget(Section):
     """The bot user's message rate limit on the homeserver, as the Falco relay spends it.
 
     Synapse's defaults (``rc_message``: burst 10, 0.2/s, per user and shared
-    by every room) are what a production homeserver enforces for a bot. The
-    relay models them as a token bucket fed with what the outbox really sent
-    (every feature's messages), and spends tokens by importance:
+    by every room; the bot's own joins count too) are what a production
+    homeserver enforces for a bot. The relay models them as a token bucket fed
+    with what the outbox really sent (every feature's messages), and spends
+    tokens by importance, never the last ``reserve`` of them (a margin for
+    what the model cannot see, command replies and other features):
 
-    - a new kind of event at a mentioning priority: down to 0 tokens left;
-    - any other new kind of event (its own message, or a new line in the
-      room's digest): down to ``reserve`` tokens left, kept for replies to
-      commands and other features;
+    - a new kind of event at a mentioning priority: down to ``reserve``;
+    - any other new kind (its own message, or a new line in the room's
+      digest): down to ``reserve + 1``, so a critical kind still finds a token;
     - an updated count ("x37") of a message already shown: down to
-      ``edit_floor`` tokens left, so a new kind of event arriving during a
-      storm still gets its own message at once.
+      ``edit_floor``, so a new kind arriving during a storm is posted at once.
     """
 
-    burst: int = Field(default=10, ge=1, le=100_000)
+    burst: int = Field(default=10, ge=2, le=100_000)
     per_minute: float = Field(default=12.0, gt=0, le=1_000_000)
     reserve: int = Field(default=1, ge=0, le=100_000)
-    edit_floor: int = Field(default=5, ge=0, le=100_000)
+    edit_floor: int = Field(default=5, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _floors_below_burst(self) -> FalcoSendBudget:
-        if self.reserve >= self.burst:
-            raise ValueError("falco.send_budget.reserve must be below burst, or nothing could be posted")
-        if not self.reserve <= self.edit_floor < self.burst:
-            raise ValueError("falco.send_budget.edit_floor must be at least reserve and below burst")
+        if self.reserve + 2 > self.burst:
+            raise ValueError(
+                "falco.send_budget.reserve must be at most burst - 2, or no new kind could be posted"
+            )
+        if not self.reserve < self.edit_floor < self.burst:
+            raise ValueError("falco.send_budget.edit_floor must be above reserve and below burst")
         return self
 
 

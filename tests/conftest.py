@@ -5,6 +5,9 @@ server and its store/requests) for tests that drive the official client.
 ``kube_api``: the same with a ``KubeApi`` on it (``.api``). Both use a fresh
 ``FakeApiServer`` per test, or the real cluster named by
 ``READYBOT_TEST_KUBECONFIG``.
+
+Also the session-wide record of every request those servers receive, for the
+"RBAC matches the code" test (``tests/deploy/rbac_recorder.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.deploy import rbac_recorder
 
 # The fixtures import the kubernetes client lazily: it takes half a second to
 # import, and most of the suite never needs it.
@@ -44,3 +49,23 @@ async def kube_api(tmp_path: Path) -> AsyncIterator[KubeHandle]:
         finally:
             await api.close()
             handle.close()
+
+
+# --- RBAC matches the code: record every test API server's requests, per test ---
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    rbac_recorder.install(session.config)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    rbac_recorder.install(item.config)  # in case this conftest was loaded after sessionstart
+    with rbac_recorder.recording(item.nodeid):
+        return (yield)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The RBAC comparison needs every other test's requests first.
+    rbac_recorder.run_last(items)

@@ -39,4 +39,7 @@ async def alerting_feature(ctx: FeatureContext) -> FeatureParts:
     await relay.load()
     ctx.extensions.put(AlertGroupRepo, repo)
     ctx.extensions.put(AlertRelay, relay)
-    return FeatureParts(hooks={HOOK_NAME: alertmanager_handler(relay)}, root_tasks=[relay.run_maintenance])
+    return FeatureParts(
+        hooks={HOOK_NAME: alertmanager_handler(relay)},
+        root_tasks=[relay.run_maintenance, relay.run_digest_flusher],
+    )

@@ -63,6 +63,13 @@ log = logging.getLogger(__name__)
 # How often event ids of sent messages are copied from the outbox, and old
 # resolved groups forgotten.
 MAINTENANCE_INTERVAL_S = 30.0
+# A digest is edited at most this often while its previous edit is already
+# sent: a homeserver without a rate limit would otherwise take a large edit
+# per batch of notifications during a storm. A still-pending edit is simply
+# given the newer content, at any time.
+DIGEST_EDIT_INTERVAL_S = 1.0
+# How often deferred digest edits are looked at.
+_FLUSH_TICK_S = 0.25
 # Send times older than this cannot matter to a bucket that refills in
 # burst / rate seconds; twice that is read at start-up.
 _MAX_SEND_TIMES = 1_000
@@ -155,6 +162,10 @@ class _Batch:
     dirty_digests: set[int] = field(default_factory=set)
     entries: dict[str, DigestEntry] = field(default_factory=dict)
     edits: set[int] = field(default_factory=set)
+    # Digests given a new edit row in this batch (id -> when), and those
+    # whose edit waits for DIGEST_EDIT_INTERVAL_S.
+    edited: dict[int, float] = field(default_factory=dict)
+    deferred: set[int] = field(default_factory=set)
     # New digests get ids below zero until their row exists.
     next_temp_id: int = -1
     folded: int = 0
@@ -196,6 +207,9 @@ class AlertRelay:
         self._digests: dict[int, DigestState] = {}
         self._open_digests: dict[str, int] = {}
         self._entries: dict[str, DigestEntry] = {}
+        self._digest_edited_at: dict[int, float] = {}
+        # Digests whose latest change is not queued yet (see DIGEST_EDIT_INTERVAL_S).
+        self._deferred: set[int] = set()
         self._queue: list[_Job] = []
         self._worker: asyncio.Task[None] | None = None
         # Batches and maintenance take turns on the in-memory state.
@@ -216,6 +230,9 @@ class AlertRelay:
         for digest in sorted(self._digests.values(), key=lambda d: d.id):
             if self._is_open(digest, self._groups.get):
                 self._open_digests[digest.room_id] = digest.id
+                # A change deferred before a crash is not recorded: show the
+                # current state once (an identical edit changes nothing).
+                self._deferred.add(digest.id)
         now = self._clock()
         window = 2 * self._budget.burst / self._budget.rate
         self._observe((await self._outbox.send_load(now - window, _MAX_SEND_TIMES)).sent_at)
@@ -298,10 +315,11 @@ class AlertRelay:
                 # Retrieved here, so a caller that went away leaves no warning.
                 job.done.exception()
 
-    async def _commit(self, batch: list[_Job]) -> None:
+    async def _commit(self, batch: list[_Job], dirty: set[int] | None = None) -> None:
         now = self._clock()
         async with self._db.transaction() as tx:
             work = _Batch(now=now)
+            work.dirty_digests.update(dirty or ())
             for job in batch:
                 if job.beat_source is not None:
                     await self._heartbeats.heartbeat(job.beat_source, tx=tx)
@@ -325,6 +343,9 @@ class AlertRelay:
         self._digests.update(work.digests)
         self._open_digests.update(work.open_digests)
         self._entries.update(work.entries)
+        self._digest_edited_at.update(work.edited)
+        self._deferred.difference_update(work.dirty_digests)
+        self._deferred.update(work.deferred)
         if work.posted:
             self._metrics.groups_posted.labels(how="message").inc(work.posted)
         if work.folded:
@@ -467,12 +488,15 @@ class AlertRelay:
                     queued = OutboxId(digest.message_outbox_id)
                     if await self._outbox.rewrite_pending(digest.room_id, queued, content, tx=tx):
                         continue
-                edit_id = await self._outbox.edit(
-                    digest.room_id, _ref(digest.message), content, supersede=True, tx=tx
-                )
-                if edit_id not in work.edits:
-                    work.edits.add(edit_id)
-                    work.queued()
+                target = _ref(digest.message)
+                if await self._outbox.supersede_edit(digest.room_id, target, content, tx=tx) is not None:
+                    continue
+                if work.now - self._digest_edited_at.get(digest.id, 0.0) < DIGEST_EDIT_INTERVAL_S:
+                    work.deferred.add(digest.id)
+                    continue
+                await self._outbox.edit(digest.room_id, target, content, tx=tx)
+                work.edited[digest.id] = work.now
+                work.queued()
                 continue
             outbox_id = await self._outbox.send_message(digest.room_id, content, tx=tx)
             work.queued()
@@ -491,6 +515,33 @@ class AlertRelay:
             post = state.post_in(digest.room_id)
             if post is not None and post.digest_id == temp_id:
                 work.groups[key] = state.with_post(replace(post, digest_id=real_id))
+
+    # -- deferred digest edits -----------------------------------------------------------
+
+    async def run_digest_flusher(self, stop: asyncio.Event) -> None:
+        """Root task: queue the digest edits that waited for DIGEST_EDIT_INTERVAL_S."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _FLUSH_TICK_S)
+            try:
+                await self.flush_deferred()
+            except (sqlite3.Error, ValueError):
+                log.exception("alert relay: a deferred digest edit failed; retrying")
+
+    async def flush_deferred(self) -> None:
+        """Queue the deferred digest edits that are due now."""
+        if not self._deferred:
+            return
+        async with self._state_lock:
+            now = self._clock()
+            due = {
+                d
+                for d in self._deferred
+                if d in self._digests and now - self._digest_edited_at.get(d, 0.0) >= DIGEST_EDIT_INTERVAL_S
+            }
+            self._deferred.intersection_update(self._digests)
+            if due:
+                await self._commit([], dirty=due)
 
     # -- maintenance ------------------------------------------------------------------
 

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 # most this often (a storm wakes it after every batch).
 TICK_INTERVAL_S = 1.0
 MIN_TICK_INTERVAL_S = 0.25
+# After an unexpected error in a flush, before the next try.
+ERROR_BACKOFF_S = 30.0
 # Send times older than a full refill cannot matter; at most this many are read.
 _MAX_SEND_TIMES = 1_000
 # Distinct rule label values before further rules are counted as "(other)":
@@ -140,7 +142,12 @@ class FalcoRelay:
         """Read the state the store holds (call once, before accepting)."""
         await self._reload()
         now = self._clock()
-        window = 2 * self._budget.burst / self._budget.rate
+        # Replay what was sent in the last two refills (enough for the bucket
+        # to be full before it), refilling between sends as the homeserver does.
+        budget = self.settings.send_budget
+        window = 2 * budget.burst / (budget.per_minute / 60.0)
+        self._budget = RateBudget(budget.burst, budget.per_minute, now - window)
+        self._last_send_seen = 0.0
         self._observe((await self._outbox.send_load(now - window, _MAX_SEND_TIMES)).sent_at)
         state = self._state
         log.info(
@@ -230,7 +237,7 @@ class FalcoRelay:
             self.metrics.count(job.event, outcome)
             if not job.done.done():
                 job.done.set_result(outcome)
-        self._update_gauges()
+        # The gauges are refreshed by the tick this wakes (counting is O(state)).
         self._wake.set()
 
     @staticmethod
@@ -268,9 +275,14 @@ class FalcoRelay:
         return Spending(self._budget, self.settings.send_budget, load.pending, now)
 
     def _observe(self, sent_at: list[float]) -> None:
-        if sent_at:
-            self._budget.observe(sent_at)
-            self._last_send_seen = max(self._last_send_seen, sent_at[-1])
+        # Only times after the last one seen: send_load's times may come back
+        # rounded (SQLite's JSON keeps 15 digits, ~10 µs at today's epoch), and
+        # a rounded-down time is returned again by "settled_at > since";
+        # observing it twice would spend a token the homeserver still has.
+        fresh = [t for t in sent_at if t > self._last_send_seen]
+        if fresh:
+            self._budget.observe(fresh)
+            self._last_send_seen = fresh[-1]
 
     # -- flushing, closing, mute ends ---------------------------------------------------------
 
@@ -287,6 +299,13 @@ class FalcoRelay:
                 await self.tick()
             except (StoreUnavailableError, *_STORE_ERRORS) as error:
                 log.warning("falco relay: flush failed (%s); retrying", error)
+            except Exception:
+                # A bug (or an override template failing on some event) must not
+                # stop the bot: webhooks are still accepted and counted meanwhile.
+                log.exception("falco relay: flush failed; retrying in %.0f s", ERROR_BACKOFF_S)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(ERROR_BACKOFF_S):
+                        await stop.wait()
             # Enough for a storm's batches to pile up into one flush.
             await asyncio.sleep(MIN_TICK_INTERVAL_S)
 
@@ -307,7 +326,12 @@ class FalcoRelay:
             return  # idle: nothing can be due, closing or ending
         now = self._clock()
         spending = await self._spending(now)
-        flushes = [f for f in state.due_flushes(now) if spending.spend(f.tier)]
+        due = state.due_flushes(now)
+        flushes = [f for f in due if spending.spend(f.tier)]
+        if due:
+            log.debug(
+                "falco flush: %d due, %d queued, %.2f tokens left", len(due), len(flushes), spending.left()
+            )
         ended = state.ended_mutes(now)
         state.expire(now)
         backfill = any(
@@ -493,6 +517,7 @@ def _digest(record: MessageRecord) -> Digest:
         message_outbox_id=record.message_outbox_id,
         message_event_id=record.message_event_id,
         dirty=Dirty(data["dirty"]),
+        urgent=data.get("urgent", False),
         flushed_at=data["flushed_at"],
     )
 

@@ -160,9 +160,26 @@ def shown_at(obj: KubeObject, condition: Condition | AnyCondition) -> str:
     values = values_at(obj, condition.path)
     if not values:
         return f"{condition.path} is not set"
+    if condition.operator in ("matches", "mentions"):
+        # A whole subtree would drown the point: show only the strings that matter.
+        return _strings_shown(values, condition)
     if len(values) == 1:
         return f"{condition.path} = {_show(values[0])}"
     return f"{condition.path} = {_show(values)}"
+
+
+def _strings_shown(values: list[Any], condition: Condition) -> str:
+    texts = list(dict.fromkeys(_strings(values)))
+    if condition.operator == "matches":
+        pattern = re.compile(condition.operand)
+        hits = [text for text in texts if pattern.search(text)]
+        if not hits:
+            return f"no string under {condition.path} matches /{condition.operand}/"
+        return f"{condition.path} has {_show(hits[:3])}"
+    present = [item for item in condition.operand if item in texts]
+    absent = [item for item in condition.operand if item not in texts]
+    named = f"names {', '.join(present)}" if present else "names none of them"
+    return f"{condition.path} {named}" + (f"; not {', '.join(absent)}" if absent else "")
 
 
 def _show(value: Any) -> str:

@@ -224,8 +224,8 @@ async def _count(probe: CountProbe, env: ProbeEnv, expected: str) -> ProbeResult
             continue
         matching = [item for item in items if holds_all(item, source.where)]
         total += len(matching)
-        names.extend(_name(item) for item in matching)
-        violators.extend(_name(item) for item in matching if not holds_all(item, source.every))
+        names.extend(_qualified(item) for item in matching)
+        violators.extend(_qualified(item) for item in matching if not holds_all(item, source.every))
     found = f"{total} found" + (f": {_names(names)}" if names else "")
     if unknown:
         found += "; not checked: " + "; ".join(unknown)
@@ -371,7 +371,7 @@ def _recent(
     """Pass when the last run is at or after the run that was due (``due``: the planned time)."""
     if due is None or (created is not None and created > due):
         # Created after its last planned run (or never planned yet): nothing can be judged.
-        when = f"; {last_word} {_ago(last, due)}" if last else ""
+        when = f"; {last_word} {_iso(last)}" if last else ""
         return ProbeResult.unknown(f"{label}: no run was due yet since it was created{when}", expected)
     if last is None:
         return ProbeResult.failed(f"{label}: no {last_word} yet (a run was due {_iso(due)})", expected)
@@ -429,6 +429,12 @@ def _name(obj: KubeObject) -> str:
     return str((obj.get("metadata") or {}).get("name", "?"))
 
 
+def _qualified(obj: KubeObject) -> str:
+    """``namespace/name`` for a namespaced object, ``name`` otherwise."""
+    namespace = (obj.get("metadata") or {}).get("namespace")
+    return f"{namespace}/{_name(obj)}" if namespace else _name(obj)
+
+
 def _names(names: Sequence[str]) -> str:
     shown = ", ".join(names[:_MAX_NAMES])
     return shown + (f" … and {len(names) - _MAX_NAMES} more" if len(names) > _MAX_NAMES else "")
@@ -448,7 +454,3 @@ def _time(value: object) -> datetime | None:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _ago(last: datetime | None, due: datetime | None) -> str:
-    return _iso(last) if last is not None else "never"

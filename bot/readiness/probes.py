@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -75,7 +76,7 @@ class ProbeEnv:
     watchdog: WatchdogSource | None = None
     # Argo CD Application names gated by readybot; None: not known here.
     gated_apps: frozenset[str] | None = None
-    clock: Callable[[], float] = field(default=lambda: 0.0)
+    clock: Callable[[], float] = time.time
     cache: RunCache = field(default_factory=RunCache)
     # Set when the cluster did not answer the run's first request: every
     # cluster probe is then unknown at once instead of timing out one by one.

@@ -52,9 +52,14 @@ class ReadinessService:
         if task is None or task.done():
             task = asyncio.create_task(self._run(trigger), name=f"readiness-{trigger}")
             self._inflight[trigger] = task
-            task.add_done_callback(lambda _: self._inflight.pop(trigger, None))
+            task.add_done_callback(lambda done: self._forget(trigger, done))
         # Shielded: a cancelled command must not cancel the run others wait for.
         return await asyncio.shield(task)
+
+    def _forget(self, trigger: str, done: asyncio.Task[Report]) -> None:
+        # Only this run: a newer one may already have taken its place.
+        if self._inflight.get(trigger) is done:
+            del self._inflight[trigger]
 
     async def _run(self, trigger: str) -> Report:
         env = self._env_factory()

@@ -144,7 +144,11 @@ class Spending:
 
     def __init__(self, budget: RateBudget, settings: FalcoSendBudget, ahead: int, now: float) -> None:
         self._budget = budget
-        self._floors = {Tier.URGENT: 0, Tier.NEW: settings.reserve, Tier.UPDATE: settings.edit_floor}
+        self._floors = {
+            Tier.URGENT: settings.reserve,
+            Tier.NEW: settings.reserve + 1,
+            Tier.UPDATE: max(settings.edit_floor, settings.reserve + 1),
+        }
         self.ahead = ahead
         self.now = now
 

@@ -185,6 +185,9 @@ class Digest:
     message_outbox_id: int | None = None
     message_event_id: str | None = None
     dirty: Dirty = Dirty.NEW
+    # A member at a mentioning priority joined since the last flush: the
+    # digest then goes out at that member's tier, not after it.
+    urgent: bool = False
     flushed_at: float = 0.0
 
     @property
@@ -200,6 +203,7 @@ class Digest:
             "opened_at": self.opened_at,
             "window_end": self.window_end,
             "dirty": int(self.dirty),
+            "urgent": self.urgent,
             "flushed_at": self.flushed_at,
         }
 
@@ -426,6 +430,7 @@ class FalcoState:
         aggregate.digest_id = digest.id
         digest.members.append(aggregate.id)
         digest.dirty = Dirty.NEW
+        digest.urgent = digest.urgent or tier is Tier.URGENT
         self.changes.digests.add(digest.id)
         return "folded"
 
@@ -474,7 +479,8 @@ class FalcoState:
                 continue
             rank = -max((priority_rank(self.aggregates[m].priority) for m in digest.members), default=0)
             if digest.dirty is Dirty.NEW or not digest.posted:
-                due.append(Flush(Tier.NEW, "digest", digest.id, rank, digest.flushed_at))
+                tier = Tier.URGENT if digest.urgent else Tier.NEW
+                due.append(Flush(tier, "digest", digest.id, rank, digest.flushed_at))
             elif now - digest.flushed_at >= interval:
                 due.append(Flush(Tier.UPDATE, "digest", digest.id, rank, digest.flushed_at))
         return sorted(due, key=lambda f: (f.tier, f.rank, f.since, f.id))
@@ -488,6 +494,7 @@ class FalcoState:
         else:
             target = self.digests[flush.id]
             self.changes.digests.add(flush.id)
+            target.urgent = False
             if outbox_id is not None:
                 target.message_outbox_id = outbox_id
         target.dirty = Dirty.CLEAN

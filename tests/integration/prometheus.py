@@ -2,8 +2,8 @@
 
 The tests give it rule files (alerting rules such as the plan's, recording
 rules that stand in for exporters: ``vector(1)``-style series it can answer
-at once) and optionally let it scrape itself under a job name, so the
-readiness probes meet the real HTTP API and the real PromQL engine.
+within a second), so the readiness probes meet the real HTTP API and the real
+PromQL engine.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def find_prometheus() -> str | None:
 
 
 class PrometheusServer:
-    """One Prometheus process with a 1 s scrape and evaluation interval."""
+    """One Prometheus process evaluating its rules every second."""
 
-    def __init__(self, workdir: Path, rules_yaml: str, *, scrape_self_as: str | None = None) -> None:
+    def __init__(self, workdir: Path, rules_yaml: str) -> None:
         binary = find_prometheus()
         if binary is None:
             raise PrometheusError(PROMETHEUS_MISSING)
@@ -51,14 +51,8 @@ class PrometheusServer:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         (workdir / "rules.yml").write_text(rules_yaml)
-        scrape = (
-            f"scrape_configs:\n  - job_name: {scrape_self_as}\n"
-            f"    static_configs: [{{targets: ['127.0.0.1:{self.port}']}}]\n"
-            if scrape_self_as
-            else ""
-        )
         (workdir / "prometheus.yml").write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\n" + scrape
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\n"
         )
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -114,7 +108,7 @@ class PrometheusServer:
         return result
 
     def wait_for(self, expr: str, timeout: float = 15) -> None:
-        """Until ``expr`` returns a series: a scrape or a rule evaluation has happened."""
+        """Until ``expr`` returns a series: the rules it needs have been evaluated."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.query(expr):

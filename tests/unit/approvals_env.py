@@ -54,12 +54,12 @@ def gate(**overrides: Any) -> GatedApp:
     return GatedApp(**(values | overrides))
 
 
-def approvals_settings(**app_overrides: Any) -> ApprovalsSettings:
+def approvals_settings(*, settle_timeout_s: float = 30.0, **app_overrides: Any) -> ApprovalsSettings:
     return ApprovalsSettings(
         apps={"cilium": gate(**app_overrides), "metallb": gate()},
         poll_interval_s=0.05,
         follow_timeout_s=60.0,
-        settle_timeout_s=30.0,
+        settle_timeout_s=settle_timeout_s,
         prompt_resources_max=3,
     )
 

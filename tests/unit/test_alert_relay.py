@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from bot.alerting.relay import AlertRelay
+from bot.alerting.relay import DIGEST_EDIT_INTERVAL_S, AlertRelay
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxKind, build_event
 from bot.relays.alertmanager import (
@@ -507,6 +507,32 @@ async def test_mapping_survives_a_restart(tmp_path: Path) -> None:
         await second.db.close()
 
 
+async def test_message_never_delivered_is_posted_again_on_the_next_change(r: Relay) -> None:
+    """If a group's message failed for good (say the bot was not in the room), the next change posts anew."""
+    await r.post(payload([alert("a")]))
+    async with r.db.transaction() as tx:
+        await tx.execute("UPDATE outbox SET state = 'failed', settled_at = 1 WHERE kind = 'message'")
+    await r.relay.maintain()
+    await r.post(payload([alert("a"), alert("b")]))
+    rows = await r.rows()
+    assert [(row["kind"], row["state"]) for row in rows] == [("message", "failed"), ("message", "pending")]
+    assert "FIRING ×2" in json.loads(rows[1]["payload"])["body"]
+
+
+async def test_long_resolved_groups_are_forgotten(r: Relay) -> None:
+    """After resolved_retention_s a resolved group is dropped from memory and store; others stay."""
+    await r.post(payload([alert("a")], key="old"))
+    await r.post(payload([alert("a")], key="live"))
+    await r.post(payload([alert("a", "resolved")], key="old"))
+    await r.send_all()
+    r.clock.now += r.settings.resolved_retention_s + 1
+    await r.relay.maintain()
+    assert r.relay.group("old") is None
+    assert r.relay.group("live") is not None
+    keys = [row["group_key"] for row in await r.db.fetchall("SELECT group_key FROM alert_groups")]
+    assert keys == ["live"]
+
+
 async def test_find_by_message_gives_the_group_for_its_event(r: Relay) -> None:
     """The 🔕 lookup finds a group by its message's event id, before and after the id is copied over."""
     await r.post(real("firing_one"))
@@ -723,6 +749,37 @@ async def test_storm_folds_new_groups_into_one_digest(tmp_path: Path) -> None:
         await relay.db.close()
 
 
+async def test_digest_edits_are_spaced_once_the_last_one_was_sent(tmp_path: Path) -> None:
+    """Once its last edit was sent, a digest's next change waits DIGEST_EDIT_INTERVAL_S, then is one edit."""
+    settings = settings_with(send_budget={"burst": 1, "per_minute": 1, "max_delay_s": 1})
+    relay = await make_relay(tmp_path / "spaced.sqlite3", settings)
+
+    def storm(name: str) -> dict[str, Any]:
+        return payload([alert("a")], key=name, group_labels={"alertname": name})
+
+    async def edits() -> list[str]:
+        return [b for k, b in await relay.bodies() if k == "edit"]
+
+    try:
+        await relay.post(storm("First"))
+        await relay.send_all()
+        await relay.post(storm("Second"))  # no edit sent yet: queued at once
+        await relay.send_all()
+        await relay.post(storm("Third"))
+        await relay.post(storm("Fourth"))
+        await relay.relay.flush_deferred()
+        assert len(await edits()) == 1  # the second change waits
+        relay.clock.now += DIGEST_EDIT_INTERVAL_S
+        await relay.relay.flush_deferred()
+        latest = await edits()
+        assert len(latest) == 2
+        assert all(name in latest[-1] for name in ("First", "Second", "Third", "Fourth"))
+        await relay.relay.flush_deferred()
+        assert len(await edits()) == 2  # nothing left to flush
+    finally:
+        await relay.db.close()
+
+
 async def test_folded_group_stays_in_the_digest(tmp_path: Path) -> None:
     """A group in a digest that resolves later updates its digest line; it never gets its own message."""
     settings = settings_with(send_budget={"burst": 1, "per_minute": 1, "max_delay_s": 1})
@@ -737,6 +794,29 @@ async def test_folded_group_stays_in_the_digest(tmp_path: Path) -> None:
         assert rows[1]["target_event_id"] == rows[0]["event_id"]
         assert "First" in json.loads(rows[1]["payload"])["body"]
         assert "resolved" in json.loads(rows[1]["payload"])["body"]
+    finally:
+        await relay.db.close()
+
+
+async def test_a_digest_whose_groups_all_resolved_takes_no_new_ones(tmp_path: Path) -> None:
+    """Once every group of a digest resolved, the next storm starts a new digest message."""
+    settings = settings_with(send_budget={"burst": 1, "per_minute": 1, "max_delay_s": 1})
+    relay = await make_relay(tmp_path / "closed.sqlite3", settings)
+    try:
+        for key in ("first", "second"):
+            await relay.post(payload([alert("a")], key=key, group_labels={"alertname": key}))
+        await relay.send_all()
+        await relay.post(payload([alert("a", "resolved")], key="first", group_labels={"alertname": "first"}))
+        await relay.post(payload([alert("a")], key="third", group_labels={"alertname": "third"}))
+        assert [d.members for d in relay.relay.digests()] == [["first", "second", "third"]]  # "second" fires
+        await relay.post(
+            payload([alert("a", "resolved")], key="second", group_labels={"alertname": "second"})
+        )
+        await relay.post(payload([alert("a", "resolved")], key="third", group_labels={"alertname": "third"}))
+        await relay.send_all()
+        await relay.post(payload([alert("a")], key="fourth", group_labels={"alertname": "fourth"}))
+        digests = sorted(relay.relay.digests(), key=lambda d: d.id)
+        assert [d.members for d in digests] == [["first", "second", "third"], ["fourth"]]
     finally:
         await relay.db.close()
 

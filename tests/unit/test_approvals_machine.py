@@ -360,7 +360,9 @@ class ApprovalInterleavings(RuleBasedStateMachine):
     )
     def open(self, required: int, four_eyes: bool, fragile: str | None) -> None:
         """``fragile``: in this run the bot dies around every write it makes."""
-        settings = approvals_settings(approvals_required=required, four_eyes=four_eyes)
+        # The clock stands still between rules: report the app as it is
+        # once the operation ended, instead of waiting for it to settle.
+        settings = approvals_settings(approvals_required=required, four_eyes=four_eyes, settle_timeout_s=0.0)
         self.env = self.run(open_env(self.tmp, settings))
         self.e.argo.crash_every_patch = fragile
         self.requests.append(self.run(self.e.request()))
@@ -408,6 +410,11 @@ class ApprovalInterleavings(RuleBasedStateMachine):
         self.e.argo.crash_next_patch = dies
         self.bot(self.new_reaction(sender, key, room), controller_meanwhile=controller_meanwhile)
         self.e.argo.crash_next_patch = None
+
+    @rule(approver=st.sampled_from((BOB, CAROL)), controller_meanwhile=st.booleans())
+    def approve(self, approver: str, controller_meanwhile: bool) -> None:
+        """An approver's ✅ in the room: the reaction that matters most, so it gets its own rule."""
+        self.bot(self.new_reaction(approver, "✅", ROOM), controller_meanwhile=controller_meanwhile)
 
     @rule(sender=st.sampled_from(VOTERS), key=st.sampled_from(KEYS))
     def react_later(self, sender: str, key: str) -> None:
@@ -516,4 +523,7 @@ ApprovalInterleavings.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_any_interleaving_starts_at_most_one_sync = ApprovalInterleavings.TestCase
-test_any_interleaving_starts_at_most_one_sync.__doc__ = "Any interleaving of reactions, replays, redactions, faults and restarts writes at most one sync per request"
+test_any_interleaving_starts_at_most_one_sync.__doc__ = (
+    "Any interleaving of reactions, replays, redactions, faults and restarts "
+    "writes at most one sync per request"
+)

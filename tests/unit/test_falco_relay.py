@@ -351,10 +351,10 @@ def test_settings_need_a_room_per_priority_and_a_rule_in_the_key() -> None:
     )
     with pytest.raises(ValidationError, match="must include rule"):
         falco_settings(aggregation_key=["k8s.ns.name"])
-    with pytest.raises(ValidationError, match="reserve must be below burst"):
-        FalcoSendBudget(burst=2, reserve=2, edit_floor=2)
+    with pytest.raises(ValidationError, match="reserve must be at most burst - 2"):
+        FalcoSendBudget(burst=3, reserve=2, edit_floor=2)
     with pytest.raises(ValidationError, match="edit_floor"):
-        FalcoSendBudget(burst=10, reserve=3, edit_floor=2)
+        FalcoSendBudget(burst=10, reserve=3, edit_floor=3)
     assert FalcoSettings().enabled is False
 
 
@@ -369,17 +369,21 @@ def test_rooms_by_priority_with_default_rooms_for_the_rest() -> None:
 
 
 def test_spending_keeps_each_tier_above_its_floor() -> None:
-    """With burst 10: new kinds until 1 token is left, urgent ones to 0, count updates only down to 5."""
+    """Burst 10, reserve 1: counts down to 5 tokens, new kinds to 2, critical ones to 1, never the last."""
     budget_settings = FalcoSendBudget(burst=10, per_minute=12, reserve=1, edit_floor=5)
     spending = Spending(RateBudget(10, 12, T0), budget_settings, ahead=0, now=T0)
     assert [spending.spend(Tier.UPDATE) for _ in range(6)] == [True] * 5 + [False]
-    assert [spending.spend(Tier.NEW) for _ in range(5)] == [True] * 4 + [False]
-    assert spending.spend(Tier.URGENT)
-    assert not spending.spend(Tier.URGENT)
-    # What is queued in the outbox counts as spent; the bucket refills at 12/min.
-    later = Spending(RateBudget(10, 12, T0), budget_settings, ahead=9, now=T0)
-    assert not later.allows(Tier.NEW)
-    assert Spending(RateBudget(10, 12, T0 - 10), budget_settings, ahead=9, now=T0).allows(Tier.URGENT)
+    assert [spending.spend(Tier.NEW) for _ in range(4)] == [True] * 3 + [False]
+    assert [spending.spend(Tier.URGENT) for _ in range(2)] == [True, False]
+    # What is queued in the outbox counts as spent.
+    queued = Spending(RateBudget(10, 12, T0), budget_settings, ahead=8, now=T0)
+    assert queued.allows(Tier.URGENT)
+    assert not queued.allows(Tier.NEW)
+    # The bucket refills at 12/min: 5 s after emptying it, one token is back.
+    budget = RateBudget(10, 12, T0 - 100)
+    budget.observe([T0] * 10)
+    assert not Spending(budget, budget_settings, ahead=0, now=T0 + 5).allows(Tier.URGENT)
+    assert Spending(budget, budget_settings, ahead=0, now=T0 + 10).allows(Tier.URGENT)
 
 
 # -- aggregation -----------------------------------------------------------------------------
@@ -474,34 +478,34 @@ async def test_pending_edits_of_one_message_are_coalesced(env: Env) -> None:
 
 
 async def test_storm_folds_new_kinds_into_one_digest_within_the_budget(tmp_path: Path) -> None:
-    """Burst 4, reserve 1: 3 kinds posted, the rest folded; the digest waits for a token; counts exact."""
-    env = await open_env(tmp_path, send_budget={"burst": 4, "per_minute": 60, "reserve": 1, "edit_floor": 1})
+    """Burst 4, reserve 1: 2 kinds posted, the rest folded; the digest waits for a token; counts exact."""
+    env = await open_env(tmp_path, send_budget={"burst": 4, "per_minute": 60, "reserve": 1, "edit_floor": 2})
     try:
         outcomes = await asyncio.gather(*(env.relay.accept(event(pod=f"web-{i}")) for i in range(7)))
-        assert sorted(outcomes) == ["folded"] * 4 + ["posted"] * 3
+        assert sorted(outcomes) == ["folded"] * 5 + ["posted"] * 2
         await env.relay.tick()
-        assert len(await originals(env)) == 3  # one token left: the reserve
-        assert await send_all(env) == 3
+        assert len(await originals(env)) == 2  # two tokens left: the reserve and the critical band
+        assert await send_all(env) == 2
         await env.relay.tick()
-        assert len(await originals(env)) == 3  # still one token
+        assert len(await originals(env)) == 2
         env.clock.now += 1.0  # one more token: the digest
         await env.relay.tick()
         messages = await originals(env)
-        assert len(messages) == 4
+        assert len(messages) == 3
         digest = messages[-1].payload["body"]
-        assert digest.startswith("🌩 Falco storm: 4 events of 4 kinds")
-        assert digest.count("— ×1,") == 4
+        assert digest.startswith("🌩 Falco storm: 5 events of 5 kinds")
+        assert digest.count("— ×1,") == 5
         # More of a folded kind: the digest line's count grows (no new message).
         assert await env.relay.accept(event(pod="web-6")) == "aggregated"
         await send_all(env)
         env.clock.now += 2.0
         await env.relay.tick()
-        assert len(await originals(env)) == 4
+        assert len(await originals(env)) == 3
         text = await shown(env, messages[-1])
-        assert text.startswith("🌩 Falco storm: 5 events of 4 kinds")
+        assert text.startswith("🌩 Falco storm: 6 events of 5 kinds")
         assert "k8s.pod.name=web-6 proc.name=bash — ×2," in text
-        assert count(env, "posted") == 3
-        assert count(env, "folded") == 4
+        assert count(env, "posted") == 2
+        assert count(env, "folded") == 5
         assert count(env, "aggregated") == 1
     finally:
         await env.db.close()
@@ -526,13 +530,48 @@ async def test_count_updates_wait_while_tokens_are_low(tmp_path: Path) -> None:
         await env.db.close()
 
 
-async def test_mentioning_priorities_may_spend_the_reserve(tmp_path: Path) -> None:
-    """A new critical kind takes the last token that a new warning kind may not."""
-    env = await open_env(tmp_path, send_budget={"burst": 2, "per_minute": 1, "reserve": 1, "edit_floor": 1})
+async def test_a_send_is_spent_once_even_when_its_time_comes_back_rounded(tmp_path: Path) -> None:
+    """A send time that the outbox reports rounded down is observed once, not on every tick."""
+    env = await open_env(
+        tmp_path, send_budget={"burst": 4, "per_minute": 0.001, "reserve": 1, "edit_floor": 2}
+    )
+    try:
+        assert await env.relay.accept(event(pod="a")) == "posted"
+        # SQLite's JSON keeps 15 digits: 1800000000.1234541 comes back as ...0.12345.
+        env.clock.now = T0 + 0.1234541
+        await send_all(env)
+        for _ in range(5):
+            await env.relay.tick()
+        # 4 - 1 = 3 tokens: one more new kind (then 2 stay: the reserve and the critical band).
+        assert await env.relay.accept(event(pod="b")) == "posted"
+        assert await env.relay.accept(event(pod="c")) == "folded"
+    finally:
+        await env.db.close()
+
+
+async def test_a_digest_with_a_new_critical_kind_goes_out_at_the_critical_tier(tmp_path: Path) -> None:
+    """A critical kind folded for lack of tokens makes the digest go out as soon as a critical kind could."""
+    budget = {"burst": 3, "per_minute": 60, "reserve": 1, "edit_floor": 2}
+    env = await open_env(tmp_path, send_budget=budget)
+    try:
+        outcomes = [await env.relay.accept(event(pod=p, priority="Critical")) for p in ("a", "b", "c", "d")]
+        assert outcomes == ["posted", "posted", "folded", "folded"]
+        await send_all(env)
+        env.clock.now += 1.0  # two tokens: enough for the critical tier, not for a warning kind
+        await env.relay.tick()
+        assert (await originals(env))[-1].payload["body"].startswith("🌩 Falco storm: 2 events of 2 kinds")
+    finally:
+        await env.db.close()
+
+
+async def test_a_critical_kind_finds_a_token_a_warning_kind_may_not(tmp_path: Path) -> None:
+    """A critical kind takes the token above the reserve that a warning kind may not, never the reserve."""
+    env = await open_env(tmp_path, send_budget={"burst": 3, "per_minute": 1, "reserve": 1, "edit_floor": 2})
     try:
         assert await env.relay.accept(event(pod="a")) == "posted"
         assert await env.relay.accept(event(pod="b")) == "folded"
         assert await env.relay.accept(event(pod="c", priority="Critical")) == "posted"
+        assert await env.relay.accept(event(pod="d", priority="Critical")) == "folded"
         critical = (await originals(env))[-1]
         assert critical.payload["body"].startswith("@room 🔴 Falco CRITICAL")
         assert critical.payload["m.mentions"] == {"room": True}
@@ -573,6 +612,46 @@ async def test_counts_survive_a_restart(tmp_path: Path) -> None:
         assert await second.relay.accept(event()) == "aggregated"
     finally:
         await second.db.close()
+
+
+async def test_the_budget_after_a_restart_counts_what_was_sent_before_it(tmp_path: Path) -> None:
+    """Sends shortly before a restart still count; the refill since then counts too."""
+    budget = {"burst": 5, "per_minute": 60, "reserve": 1, "edit_floor": 2}
+    first = await open_env(tmp_path, send_budget=budget)
+    for pod in ("a", "b", "c"):
+        assert await first.relay.accept(event(pod=pod)) == "posted"
+    await send_all(first)
+    await first.db.close()
+
+    first.clock.now += 1.0  # one token back since the 3 sends
+    second = await open_env(tmp_path, clock=first.clock, send_budget=budget)
+    try:
+        assert await second.relay.accept(event(pod="d")) == "posted"
+        assert await second.relay.accept(event(pod="e")) == "folded"
+    finally:
+        await second.db.close()
+
+
+async def test_a_failing_flush_does_not_stop_the_relay(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error while flushing is logged and retried; events are still accepted."""
+    monkeypatch.setattr("bot.falco.relay.ERROR_BACKOFF_S", 0.05)
+    await env.relay.accept(event())
+    await env.relay.accept(event())
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("template bug")
+
+    monkeypatch.setattr(env.relay._renderer, "aggregate", broken)
+    stop = asyncio.Event()
+    task = asyncio.create_task(env.relay.run(stop))
+    await asyncio.sleep(0.5)
+    assert not task.done()
+    assert await env.relay.accept(event()) == "aggregated"
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert any("flush failed" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
 async def test_locked_store_is_503_and_the_state_is_reloaded(tmp_path: Path) -> None:
@@ -670,7 +749,7 @@ async def test_mutes_survive_a_restart(tmp_path: Path) -> None:
 
 async def test_every_outcome_adds_up_to_the_events_accepted(tmp_path: Path) -> None:
     """posted + aggregated + folded + muted + below_min + test = every event accepted."""
-    env = await open_env(tmp_path, send_budget={"burst": 3, "per_minute": 1, "reserve": 1, "edit_floor": 1})
+    env = await open_env(tmp_path, send_budget={"burst": 3, "per_minute": 1, "reserve": 1, "edit_floor": 2})
     try:
         await env.relay.mute("Muted rule", 600, "@a:example.org", ROOM)
         test_event = parse_event((FIXTURES / "falcosidekick-client_test-falcoTestInput.json").read_bytes())
