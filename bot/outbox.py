@@ -416,7 +416,8 @@ class Outbox:
         """How many rows wait, and when rows were sent after ``since`` (at most the newest ``limit``).
 
         What a producer of rate-limited messages needs to estimate when a new
-        event would go out. One query: a webhook's hot path may ask.
+        event would go out. Two small queries on one connection: a webhook's hot
+        path may ask.
         """
         if tx is not None:
             return await self._repo.send_load(tx, since, limit)

@@ -229,17 +229,20 @@ class OutboxRepo:
         return cursor.rowcount == 1
 
     async def send_load(self, conn: aiosqlite.Connection, since: float, limit: int) -> SendLoad:
-        """Pending rows, and send times after ``since`` (newest ``limit``), in one round trip on ``conn``."""
-        rows = await conn.execute_fetchall(
-            "SELECT (SELECT COUNT(*) FROM outbox WHERE state = 'pending') AS pending,"
-            " (SELECT json_group_array(settled_at) FROM (SELECT settled_at FROM outbox"
-            "  WHERE state = 'sent' AND settled_at > ? ORDER BY settled_at DESC LIMIT ?)) AS sent",
+        """Pending rows, and send times after ``since`` (newest ``limit``), read on ``conn``.
+
+        The times come back as plain REAL columns: passing them through
+        SQLite's JSON (json_group_array) keeps only 15 significant digits,
+        which rounds an epoch time by ~10 µs, so a time at ``since`` could
+        come back as newer than it and be counted as a send again.
+        """
+        (pending,) = await conn.execute_fetchall("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")
+        sent = await conn.execute_fetchall(
+            "SELECT settled_at FROM outbox WHERE state = 'sent' AND settled_at > ?"
+            " ORDER BY settled_at DESC LIMIT ?",
             (since, limit),
         )
-        (row,) = rows
-        return SendLoad(
-            pending=int(row["pending"]), sent_at=sorted(float(t) for t in json.loads(row["sent"]))
-        )
+        return SendLoad(pending=int(pending["n"]), sent_at=sorted(float(row["settled_at"]) for row in sent))
 
     async def mark_failed(self, outbox_id: OutboxId, error: str, at: float) -> bool:
         """Give up on a row; False if it was no longer pending."""

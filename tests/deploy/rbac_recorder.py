@@ -17,6 +17,7 @@ collection_modifyitems).
 from __future__ import annotations
 
 import json
+import re
 import time
 import weakref
 from collections.abc import Iterator
@@ -41,10 +42,30 @@ class Request(NamedTuple):
     namespace: str | None
 
 
+# One object by name: /api/v1/[namespaces/<ns>/]<plural>/<name>, /apis/<group>/<version>/… likewise.
+_OBJECT_PATH = re.compile(
+    r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)/(?:namespaces/(?P<ns>[^/]+)/)?(?P<plural>[^/]+)/(?P<name>[^/]+)$"
+)
+_NAMED_VERBS = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def named_request(method: str, path: str, query: dict[str, str]) -> tuple[Request, str] | None:
+    """The RBAC request and object name of a request for one object, as RBAC's resourceNames sees it."""
+    verb = _NAMED_VERBS.get(method)
+    match = _OBJECT_PATH.match(path)
+    if verb is None or match is None or query.get("watch") in {"true", "1"}:
+        return None
+    group, namespace, plural, name = match.group("group", "ns", "plural", "name")
+    if plural == "namespaces" and namespace is None:
+        namespace = name  # as kube-apiserver's RequestInfo has it (and the test server records it)
+    return Request(verb, group or "", plural, namespace), name
+
+
 @dataclass
 class _Adopted:
     server: weakref.ref[FakeApiServer]
     harvested: int = 0
+    harvested_exchanges: int = 0
 
 
 @dataclass
@@ -55,6 +76,8 @@ class Recorder:
     path: Path | None = None
     started: float = field(default_factory=time.time)
     seen: dict[Request, set[str]] = field(default_factory=dict)
+    # Object names of the requests for one object (get, update, patch, delete by name).
+    names: dict[Request, set[str]] = field(default_factory=dict)
     tests_run: set[str] = field(default_factory=set)
     _adopted: list[_Adopted] = field(default_factory=list)
     _written: int = -1
@@ -73,6 +96,11 @@ class Recorder:
             for recorded in server.requests[adopted.harvested :]:
                 self.seen.setdefault(Request(*recorded), set()).add(nodeid)
             adopted.harvested = len(server.requests)
+            for exchange in server.exchanges[adopted.harvested_exchanges :]:
+                named = named_request(exchange.method, exchange.path, exchange.query)
+                if named is not None:
+                    self.names.setdefault(named[0], set()).add(named[1])
+            adopted.harvested_exchanges = len(server.exchanges)
             alive.append(adopted)
         self._adopted = alive
         if len(self.seen) != self._written:
@@ -88,7 +116,7 @@ class Recorder:
         return {
             "session_started": self.started,
             "requests": [
-                {**request._asdict(), "tests": sorted(tests)}
+                {**request._asdict(), "tests": sorted(tests), "names": sorted(self.names.get(request, ()))}
                 for request, tests in sorted(self.seen.items(), key=lambda kv: _sort_key(kv[0]))
             ],
         }

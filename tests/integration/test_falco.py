@@ -95,7 +95,8 @@ def current_text(person: Person, room: str, message: RoomMessageNotice) -> str:
         and relation(e).get("event_id") == message.event_id
     ]
     if not edits:
-        return message.body
+        original: str = message.body
+        return original
     body: str = edits[-1].source["content"]["m.new_content"]["body"]
     return body
 
@@ -337,7 +338,8 @@ async def test_mutes_from_chat_keep_events_out_then_expire_with_a_summary(
     async def command(text: str) -> str:
         sent = await alice.send_text(room, text, wait_members=[bot])
         reply = await alice.wait_for_reply(room, bot, after_event_id=sent, timeout=WAIT_S)
-        return reply.body
+        text_of_reply: str = reply.body
+        return text_of_reply
 
     reply = await command(f"!falco mute {RULE} 3s")
     assert reply.startswith(f'🔕 Falco rule "{RULE}" muted for 3s')

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr, ValidationError
@@ -942,6 +942,15 @@ def event_size_worst_case(content: dict[str, Any]) -> int:
     tags=st.lists(_text, max_size=20),
     members=st.integers(min_value=1, max_value=200),
 )
+# The worst case, always tried: every text at its longest, escaping-heavy characters.
+@example(
+    rule="€" * 5_000,
+    output="<\u2028>" * 20_000,
+    values=['"' * 3_000] * 4,
+    nodes=["n" * 3_000] * 30,
+    tags=["t" * 3_000] * 20,
+    members=200,
+)
 def test_rendered_events_never_exceed_the_matrix_limit(
     rule: str, output: str, values: list[str], nodes: list[str], tags: list[str], members: int
 ) -> None:
@@ -964,3 +973,29 @@ def test_rendered_events_never_exceed_the_matrix_limit(
     for i in range(members):
         mute.add(base, (*aggregate.key, ("n", str(i))), [ROOM])
     assert event_size_worst_case(RENDERER.mute_ended(mute, now=T0).content()) < MATRIX_EVENT_LIMIT
+
+
+def test_templates_can_be_overridden_and_a_broken_one_fails_the_self_check(tmp_path: Path) -> None:
+    """falco.templates_dir replaces a shipped template; a broken override fails at start-up, not later."""
+    (tmp_path / "falco_event.txt.j2").write_text("custom {{ rule }} x{{ count }}")
+    (tmp_path / "falco_event.html.j2").write_text("<b>custom {{ rule }}</b>")
+    renderer = FalcoRenderer(Templates(tmp_path))
+    renderer.self_check()
+    aggregate = Aggregate.start(1, ROOM, (("rule", "R"),), event(rule="R"), T0, 60)
+    assert renderer.aggregate(aggregate, now=T0).plain == "custom R x1"
+    (tmp_path / "falco_digest.txt.j2").write_text("{{ no_such_variable }}")
+    (tmp_path / "falco_digest.html.j2").write_text("")
+    with pytest.raises(Exception, match="no_such_variable"):
+        FalcoRenderer(Templates(tmp_path)).self_check()
+
+
+def test_the_feature_is_built_only_when_enabled() -> None:
+    """falco.enabled adds the Falco feature; off, it is absent (and !falco says so)."""
+    from bot.falco.feature import falco_feature
+    from bot.features import enabled_features
+    from config.settings import Settings
+
+    base = {"matrix": {"homeserver": "https://m.example.org", "user_id": "@b:example.org", "password": "p"}}
+    assert falco_feature not in enabled_features(Settings.model_validate(base))
+    enabled = base | {"falco": {"enabled": True, "default_rooms": [ROOM]}}
+    assert falco_feature in enabled_features(Settings.model_validate(enabled))
