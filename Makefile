@@ -2,7 +2,7 @@
 export UV_PYTHON_DOWNLOADS := never
 UV ?= uv
 
-.PHONY: install demo test test-unit test-integration lint format typecheck bench check clean
+.PHONY: install demo test test-unit test-integration lint format typecheck bench check clean deploy-check image
 
 install:  ## the bot, the dev tools and the demo extra (Synapse) into .venv
 	$(UV) sync --locked --all-extras
@@ -35,6 +35,18 @@ bench: install  ## !ping round trip vs a bare nio echo client, and the bot's mem
 	$(UV) run python bench/ping_rtt.py
 
 check: lint test
+
+deploy-check: install  ## offline checks of deploy/ and the Dockerfile: render, schemas, PromQL, yamllint, hadolint
+	$(UV) run pytest tests/deploy -m "not slow"
+
+# The image, built with podman (else buildah) from the Dockerfile; pulls the base image.
+# `make image IMAGE=registry.example.org/platform/readybot:0.1.0`; on a machine where crun
+# fails on the cgroups (FACTS.md), add IMAGE_BUILD_FLAGS="--isolation chroot".
+IMAGE ?= readybot:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_BUILD_FLAGS ?=
+image:  ## the container image (podman or buildah); IMAGE=name:tag
+	if command -v podman >/dev/null 2>&1; then podman build $(IMAGE_BUILD_FLAGS) -t $(IMAGE) . ; \
+	else buildah bud $(IMAGE_BUILD_FLAGS) -t $(IMAGE) . ; fi
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache state

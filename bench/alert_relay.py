@@ -31,7 +31,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -177,34 +176,43 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes) -> float:
     return (time.perf_counter() - began) * 1000
 
 
-def burst_in_thread(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], float]:
-    """Post every body, ``concurrency`` at a time, from a thread with its own event loop.
+async def post_all(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], float]:
+    """Post every body, ``concurrency`` at a time; (answer times in ms, wall-clock start)."""
+    times: list[float] = []
+    queue = list(bodies)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        began = time.time()
 
-    Its own loop: the answer times must not include the person's client
-    decrypting hundreds of events on the main loop. Returns (answer times,
-    perf_counter when the burst began).
+        async def worker() -> None:
+            while queue:
+                times.append(await post(session, url, queue.pop(0)))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return times, began
+
+
+def burst_in_process(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], float]:
+    """``post_all`` in a process of its own; (answer times, perf_counter when the burst began).
+
+    Its own process: the answer times must measure the bot, not this
+    process's client decrypting events (or the GIL it would share with it).
     """
-    result: list[Any] = []
+    request = json.dumps({"url": url, "concurrency": concurrency, "bodies": [b.decode() for b in bodies]})
+    done = subprocess.run(
+        [sys.executable, __file__, "--post-worker"], input=request.encode(), capture_output=True, check=True
+    )
+    result = json.loads(done.stdout)
+    began = time.perf_counter() - (time.time() - result["began"])
+    return result["times"], began
 
-    async def run() -> None:
-        times: list[float] = []
-        queue = list(enumerate(bodies))
-        connector = aiohttp.TCPConnector(limit=concurrency)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            began = time.perf_counter()
 
-            async def worker() -> None:
-                while queue:
-                    _, body = queue.pop(0)
-                    times.append(await post(session, url, body))
-
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-        result.extend([times, began])
-
-    thread = threading.Thread(target=lambda: asyncio.run(run()), name="bench-burst")
-    thread.start()
-    thread.join()
-    return result[0], result[1]
+def post_worker() -> None:
+    """The child side of ``burst_in_process``: a request on stdin, the result on stdout."""
+    request = json.loads(sys.stdin.read())
+    bodies = [b.encode() for b in request["bodies"]]
+    times, began = asyncio.run(post_all(request["url"], bodies, request["concurrency"]))
+    json.dump({"times": times, "began": began}, sys.stdout)
 
 
 # -- one homeserver ------------------------------------------------------------------
@@ -348,13 +356,14 @@ async def warm_up(setup: Setup, run: int, refill_s: float) -> None:
 async def burst(setup: Setup, groups: int, run: int, concurrency: int = 20) -> BurstResult:
     rng = random.Random(run)
     bodies = [json.dumps(group_payload(run, i, rng.randint(1, 3))).encode() for i in range(groups)]
-    seen = Visibility(run)
-    seen.scan(setup.person, setup.room, setup.bot_user)
-    answers, began = await asyncio.to_thread(burst_in_thread, setup.url, bodies, concurrency)
+    seen = Visibility(run, _position=len(setup.person.received))  # only what comes from now on
+    posting = asyncio.create_task(asyncio.to_thread(burst_in_process, setup.url, bodies, concurrency))
     deadline = time.perf_counter() + VISIBLE_TIMEOUT_S
-    while len(seen.visible()) < groups and time.perf_counter() < deadline:
-        await asyncio.sleep(0.02)
+    # Scan while posting too: a group's visibility time is when it was seen.
+    while (not posting.done() or len(seen.visible()) < groups) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
         seen.scan(setup.person, setup.room, setup.bot_user)
+    answers, began = await posting
     # A little longer: a group shown twice would show up now.
     await asyncio.sleep(2)
     seen.scan(setup.person, setup.room, setup.bot_user)
@@ -423,7 +432,11 @@ def main() -> None:
     parser.add_argument("--latency", type=int, default=100, help="groups posted one at a time")
     parser.add_argument("--burst", type=int, default=1_000, help="groups in the open-limits burst")
     parser.add_argument("--limited", type=int, default=100, help="groups in the default-limits burst")
+    parser.add_argument("--post-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.post_worker:
+        post_worker()
+        return
     with tempfile.TemporaryDirectory(prefix="readybot-bench-") as work:
         asyncio.run(run(args.latency, args.burst, args.limited, Path(work)))
 

@@ -206,7 +206,7 @@ class SyncRunner:
     async def resume(self) -> None:
         """After a restart: settle requests caught mid-start, follow the ones already started."""
         for record in await self._repo.in_states([State.APPROVED.value]):
-            await self.start(record.id)
+            await self.resolve_approved(record.id, reason="the bot restarted before the sync was started")
         for record in await self._repo.in_states([State.STARTED.value]):
             self.follow_later(record.id)
 

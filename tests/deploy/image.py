@@ -147,7 +147,9 @@ class Podman:
             *args,
         ]
 
-    def __call__(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return run(self.argv(*args), timeout=timeout, check=check)
 
     def run_flags(self) -> list[str]:

@@ -23,7 +23,7 @@ from tests.deploy.image import BuiltImage, built_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-PASSWORD = "image-test-password"  # noqa: S105 - a throwaway value for check-config
+PASSWORD = "image-test-password"
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
     started = time.monotonic()
     with built_image(tmp_path_factory.mktemp("podman")) as built:
         built.log.append(f"image ready after {time.monotonic() - started:.0f} s")
-        print("\n".join(built.log))  # noqa: T201 - timings for the CI log (pytest -s / -rA)
+        print("\n".join(built.log))
         yield built
 
 
@@ -47,14 +47,16 @@ def _deployment_user() -> tuple[int, int]:
 def test_image_reports_the_project_version(image: BuiltImage) -> None:
     """`readybot --version` in the image prints the version pyproject.toml declares."""
     version = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
-    result = image.podman("run", "--rm", *image.podman.run_flags(), "--network", "none", image.tag, "--version")
+    result = image.podman(
+        "run", "--rm", *image.podman.run_flags(), "--network", "none", image.tag, "--version"
+    )
     assert result.stdout.strip() == f"readybot {version}"
 
 
 def test_image_checks_the_example_configuration_with_a_password_from_the_environment(
     image: BuiltImage,
 ) -> None:
-    """`readybot check-config` accepts config/example.yaml with the password given as an environment variable."""
+    """`readybot check-config` accepts config/example.yaml with the password in an environment variable."""
     result = image.podman(
         "run",
         "--rm",
@@ -75,7 +77,7 @@ def test_image_checks_the_example_configuration_with_a_password_from_the_environ
 
 
 def test_image_runs_as_the_non_root_user_the_deployment_names(image: BuiltImage) -> None:
-    """The image's USER is the uid:gid the Deployment runs it as, and a process in it has that non-zero uid."""
+    """The image's USER is the Deployment's uid:gid; a process in the image runs with that non-zero uid."""
     uid, gid = _deployment_user()
     config = json.loads(image.podman("image", "inspect", image.tag).stdout)[0]["Config"]
     assert config["User"] == f"{uid}:{gid}"
@@ -117,7 +119,7 @@ def _pod_like(image: BuiltImage, tmp_path: Path, config: Path, *extra: str) -> l
         "none",
         "--read-only",
         "--tmpfs",
-        "/tmp",
+        "/tmp",  # noqa: S108 - a tmpfs inside the container, as the pod's emptyDir
         "--user",
         f"{uid}:{gid}",
         "--cap-drop",
@@ -138,7 +140,7 @@ def _pod_like(image: BuiltImage, tmp_path: Path, config: Path, *extra: str) -> l
 def test_image_accepts_the_rendered_overlay_configuration_and_secret_files(
     image: BuiltImage, tmp_path: Path
 ) -> None:
-    """check-config passes on the overlay's ConfigMap content with secrets as files, under the pod's restrictions."""
+    """check-config passes on the overlay's ConfigMap with secrets as files, under the pod's restrictions."""
     config_map = next(
         o
         for o in render(OVERLAY)
@@ -153,7 +155,7 @@ def test_image_accepts_the_rendered_overlay_configuration_and_secret_files(
 def test_image_serves_health_on_a_read_only_root_and_stops_cleanly_on_sigterm(
     image: BuiltImage, tmp_path: Path
 ) -> None:
-    """`readybot run` as the pod runs it: /healthz 200, /readyz 503 without a homeserver, state written, exit 0 on SIGTERM."""
+    """`run` as in the pod: /healthz 200, /readyz 503 (no homeserver), state written, SIGTERM exits 0."""
     name = f"readybot-image-test-{os.getpid()}"
     # The base configuration; no cluster and no homeserver here (--network none).
     flags = _pod_like(image, tmp_path, BASE / "config.yaml", "--detach", "--name", name)

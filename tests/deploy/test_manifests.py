@@ -142,7 +142,7 @@ def _custom_objects(rendered: tuple[KubeObject, ...]) -> list[KubeObject]:
 
 
 def test_custom_resources_validate_against_their_crd_schemas(rendered: tuple[KubeObject, ...]) -> None:
-    """PrometheusRule, ServiceMonitor and the Argo CD Application match their CRD schemas, unknown fields refused."""
+    """PrometheusRule, ServiceMonitor and the Argo CD Application match their CRD schemas (strict)."""
     require_module("jsonschema", "jsonschema")
     import jsonschema
 
@@ -169,7 +169,9 @@ def test_schema_validation_refuses_a_misspelt_field(rendered: tuple[KubeObject, 
     for obj in _custom_objects(rendered):
         broken = yaml.safe_load(yaml.safe_dump(obj))
         broken["spec"]["destinaton" if obj["kind"] == "Application" else "endpionts"] = []
-        errors = list(jsonschema.Draft7Validator(schemas[(obj["apiVersion"], obj["kind"])]).iter_errors(broken))
+        errors = list(
+            jsonschema.Draft7Validator(schemas[(obj["apiVersion"], obj["kind"])]).iter_errors(broken)
+        )
         assert errors, obj["kind"]
 
 
@@ -211,7 +213,7 @@ def test_every_alert_expression_parses_as_promql(rendered: tuple[KubeObject, ...
 
 
 def test_alerts_use_only_metrics_and_labels_the_bot_exposes(rendered: tuple[KubeObject, ...]) -> None:
-    """Every series an alert reads is one the bot's code defines (or `up`), with labels it has or the scrape adds."""
+    """Every series an alert reads is defined in bot/ (or is `up`), with its own labels or the scrape's."""
     require_module("promql_parser", "promql-parser")
     metrics = bot_metrics()
     problems = []
@@ -227,11 +229,13 @@ def test_alerts_use_only_metrics_and_labels_the_bot_exposes(rendered: tuple[Kube
                 if matcher.name not in set(metrics[name]) | TARGET_LABELS:
                     problems.append(f"{rule['alert']}: {name} has no label {matcher.name}")
     assert not problems, "\n".join(problems)
-    assert "readybot_deadman_source_up" in metrics  # the scan finds features' metrics, not only bot/metrics.py
+    assert (
+        "readybot_deadman_source_up" in metrics
+    )  # the scan finds features' metrics, not only bot/metrics.py
 
 
 def test_alerts_cover_what_the_issue_asks(rendered: tuple[KubeObject, ...]) -> None:
-    """There are alerts for: down, outbox backlog growing and old, homeserver unreachable, dead-man's switch, sync failures."""
+    """Alerts for: down, outbox growing / old, homeserver unreachable, dead-man's switch, sync failures."""
     require_module("promql_parser", "promql-parser")
     read = {rule["alert"]: {s.name for s in _selectors(str(rule["expr"]))} for rule in _rules(rendered)}
 
@@ -251,7 +255,7 @@ def test_alerts_cover_what_the_issue_asks(rendered: tuple[KubeObject, ...]) -> N
 
 
 def test_alert_job_label_is_the_service_the_servicemonitor_scrapes(rendered: tuple[KubeObject, ...]) -> None:
-    """The job="…" in the alerts is the Service's name, which the ServiceMonitor (no jobLabel) makes the job."""
+    """The alerts' job="…" is the Service's name, which the ServiceMonitor (no jobLabel) makes the job."""
     require_module("promql_parser", "promql-parser")
     service = only(rendered, "Service", "readybot")
     monitor = only(rendered, "ServiceMonitor")
@@ -278,7 +282,7 @@ def test_deployment_is_one_replica_recreated_with_the_sigterm_grace(rendered: tu
 
 
 def test_pod_runs_as_the_dockerfile_user_locked_down(rendered: tuple[KubeObject, ...]) -> None:
-    """Non-root as the Dockerfile's USER, seccomp RuntimeDefault, read-only root, no privilege escalation, no capabilities."""
+    """Non-root as the Dockerfile's USER, seccomp RuntimeDefault, read-only root, no escalation or caps."""
     user = re.search(r"^USER\s+(\d+):(\d+)\s*$", (ROOT / "Dockerfile").read_text(encoding="utf-8"), re.M)
     assert user is not None
     pod = _deployment(rendered)["spec"]["template"]["spec"]["securityContext"]
@@ -314,7 +318,7 @@ def test_probes_use_the_bots_health_endpoints_on_its_port(rendered: tuple[KubeOb
 def test_service_links_are_off_because_the_bot_refuses_unknown_readybot_variables(
     rendered: tuple[KubeObject, ...], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """enableServiceLinks is false: the READYBOT_PORT Kubernetes would inject for the Service makes the bot refuse to start."""
+    """enableServiceLinks is false: the READYBOT_PORT Kubernetes would inject stops the bot from starting."""
     assert _deployment(rendered)["spec"]["template"]["spec"]["enableServiceLinks"] is False
     from bot.errors import ConfigError
     from config.loading import load_settings
@@ -330,8 +334,10 @@ def test_service_links_are_off_because_the_bot_refuses_unknown_readybot_variable
         load_settings(config)
 
 
-def test_config_secrets_state_and_tmp_are_mounted_where_the_bot_looks(rendered: tuple[KubeObject, ...]) -> None:
-    """Config at /etc/readybot/config.yaml (passed to `run`), the Secret as files at READYBOT_SECRETS_DIR, state on the PVC, /tmp an emptyDir."""
+def test_config_secrets_state_and_tmp_are_mounted_where_the_bot_looks(
+    rendered: tuple[KubeObject, ...],
+) -> None:
+    """Config where `run` reads it, Secret files at READYBOT_SECRETS_DIR, state on the PVC, /tmp emptyDir."""
     container = _container(rendered)
     mounts = _mounts(rendered)
     config_mount, config_volume = mounts["/etc/readybot/config.yaml"]
@@ -345,7 +351,7 @@ def test_config_secrets_state_and_tmp_are_mounted_where_the_bot_looks(rendered: 
     state_mount, state_volume = mounts["/var/lib/readybot/state"]
     claim = state_volume["persistentVolumeClaim"]["claimName"]
     assert only(rendered, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteOnce"]
-    assert "emptyDir" in mounts["/tmp"][1]
+    assert "emptyDir" in mounts["/tmp"][1]  # noqa: S108 - the mount path in the pod
     assert not state_mount.get("readOnly")
 
 
@@ -355,14 +361,14 @@ def test_everything_the_bot_writes_is_on_the_state_volume(rendered: tuple[KubeOb
     state = Path("/var/lib/readybot/state")
     assert Path(config["store"]["path"]).parent == state
     assert Path(config["matrix"]["store_dir"]).is_relative_to(state)
-    assert config["http"]["host"] == "0.0.0.0"  # noqa: S104 - reachable through the Service
+    assert config["http"]["host"] == "0.0.0.0"
 
 
 @pytest.mark.parametrize("directory", [BASE, OVERLAY], ids=["base", "overlay"])
 def test_rendered_configuration_passes_check_config(
     directory: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The ConfigMap's config.yaml, with secrets as files like the Secret's, is accepted by the bot's loader."""
+    """The ConfigMap's config.yaml, with secrets as files like the Secret's, passes the bot's loader."""
     from config.loading import load_settings
 
     objects = render(directory)
@@ -382,7 +388,7 @@ def test_rendered_configuration_passes_check_config(
 
 
 def test_service_and_servicemonitor_reach_the_pod_port(rendered: tuple[KubeObject, ...]) -> None:
-    """The Service selects the pod and targets its http port; the ServiceMonitor selects the Service and scrapes /metrics on it."""
+    """The Service selects the pod's http port; the ServiceMonitor selects it and scrapes /metrics."""
     pod_labels = _deployment(rendered)["spec"]["template"]["metadata"]["labels"]
     service = only(rendered, "Service", "readybot")
     assert service["spec"]["selector"].items() <= pod_labels.items()
@@ -417,7 +423,7 @@ def test_network_policy_lets_in_only_alertmanager_falcosidekick_and_prometheus(
 def test_network_policy_lets_out_only_dns_the_homeserver_the_api_alertmanager_and_prometheus(
     rendered: tuple[KubeObject, ...],
 ) -> None:
-    """Egress rules: DNS (53 UDP+TCP to kube-dns), Alertmanager 9093, Prometheus 9090, the API (6443) and HTTPS (443)."""
+    """Egress: DNS (53 UDP+TCP, kube-dns), Alertmanager 9093, Prometheus 9090, API 6443, HTTPS 443."""
     egress = only(rendered, "NetworkPolicy")["spec"]["egress"]
     allowed = set()
     for rule in egress:
@@ -447,7 +453,7 @@ def _service_url(rendered: tuple[KubeObject, ...]) -> str:
 
 
 def test_alertmanager_example_posts_to_the_bots_hook(rendered: tuple[KubeObject, ...]) -> None:
-    """deploy/alertmanager/alertmanager.yaml sends to <the Service>/hooks/<the relay's hook> with a bearer token."""
+    """The Alertmanager example posts to <the Service>/hooks/<the relay's hook> with a bearer token."""
     from bot.alerting.feature import HOOK_NAME
 
     config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yaml").read_text(encoding="utf-8"))
@@ -458,8 +464,10 @@ def test_alertmanager_example_posts_to_the_bots_hook(rendered: tuple[KubeObject,
         assert webhook["http_config"]["authorization"]["type"] == "Bearer"
 
 
-def test_falcosidekick_values_post_to_the_bots_hook_with_the_bearer_header(rendered: tuple[KubeObject, ...]) -> None:
-    """The falcosidekick values send to <the Service>/hooks/falco and take the Authorization header from a Secret."""
+def test_falcosidekick_values_post_to_the_bots_hook_with_the_bearer_header(
+    rendered: tuple[KubeObject, ...],
+) -> None:
+    """falcosidekick values post to <the Service>/hooks/falco, the Authorization header from a Secret."""
     from bot.falco.feature import HOOK_NAME
 
     values = yaml.safe_load((DEPLOY / "falcosidekick" / "values.yaml").read_text(encoding="utf-8"))
@@ -493,7 +501,7 @@ def _rbac_identity(obj: KubeObject) -> tuple[str, str, str | None]:
 
 
 def test_feature_rbac_files_in_deploy_are_part_of_the_base(rendered: tuple[KubeObject, ...]) -> None:
-    """Every deploy/rbac-*.yaml object is in the render with the same rules and roleRef (copies cannot drift)."""
+    """Every deploy/rbac-*.yaml object is in the render with the same rules and roleRef (no drift)."""
     by_identity = {_rbac_identity(o): o for o in rendered}
     missing = []
     for path in sorted(DEPLOY.glob("rbac-*.yaml")):
@@ -530,6 +538,10 @@ def test_hadolint_is_clean_on_the_dockerfile() -> None:
     """hadolint reports nothing on the Dockerfile."""
     hadolint = require_tool("hadolint")
     result = subprocess.run(
-        [hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60, check=False
+        [hadolint, "--no-color", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
