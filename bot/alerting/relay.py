@@ -45,17 +45,18 @@ from bot.relays.alertmanager import (
     GroupState,
     Notification,
     Post,
-    RateBudget,
     epoch,
     merge,
     route,
     storming,
 )
+from bot.relays.budget import RateBudget
 from bot.relays.render_alerts import AlertRenderer, DigestEntry
 from bot.render.message import Message
 from bot.store.alert_groups import AlertGroupRepo, GroupRow, LoadedAlertState, PostRow
 from bot.store.database import Database
-from bot.webhooks.alertmanager import StoreUnavailableError, WebhookAlert, WebhookPayload, split_heartbeats
+from bot.webhooks.alertmanager import WebhookAlert, WebhookPayload, split_heartbeats
+from bot.webhooks.common import StoreUnavailableError
 from config.alerting import AlertmanagerSettings
 
 log = logging.getLogger(__name__)

@@ -40,14 +40,14 @@ import aiosqlite
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from bot.outbox import EventRef, Outbox, OutboxId
-from bot.relays.alertmanager import RateBudget
+from bot.relays.budget import RateBudget
 from bot.relays.falco import FalcoEvent, Outcome, Spending, classify
 from bot.relays.falco_state import Aggregate, Digest, Dirty, FalcoState, Flush, Mute
 from bot.relays.render_falco import FalcoRenderer
 from bot.render.message import Message
 from bot.store.database import Database
 from bot.store.falco import FalcoRepo, FalcoWrite, MessageRecord, MuteRecord
-from bot.webhooks.alertmanager import StoreUnavailableError
+from bot.webhooks.common import StoreUnavailableError
 from config.falco import FalcoSettings
 
 log = logging.getLogger(__name__)

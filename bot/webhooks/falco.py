@@ -17,9 +17,7 @@ runs (falcosidekick: ``webhook.customheaders: "Authorization:Bearer …"``).
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -28,11 +26,13 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.relays.falco import MAX_VALUE_CHARS, FalcoEvent, Outcome, clip_chars, field_text
-from bot.webhooks.alertmanager import (
-    MAX_JSON_DEPTH,
+from bot.webhooks.common import (
     PayloadError,
     StoreUnavailableError,
+    decode_json_object,
     describe_validation_error,
+    problem,
+    read_json_body,
 )
 from bot.webhooks.server import HookHandler
 from config.falco import Priority
@@ -40,7 +40,6 @@ from config.falco import Priority
 __all__ = [
     "FalcoIntake",
     "FalcoPayload",
-    "StoreUnavailableError",
     "WebhookMetrics",
     "falco_handler",
     "parse_event",
@@ -124,9 +123,7 @@ class WebhookMetrics:
 
 def parse_event(body: bytes) -> FalcoEvent:
     """Decode and validate a webhook body, or raise ``PayloadError`` (400)."""
-    data = _decode(body)
-    if not isinstance(data, dict):
-        raise PayloadError(400, "invalid payload", ["(root): must be a JSON object"])
+    data = decode_json_object(body)
     try:
         return FalcoPayload.model_validate(data).event()
     except ValidationError as error:
@@ -134,43 +131,6 @@ def parse_event(body: bytes) -> FalcoEvent:
     except (OverflowError, OSError, ValueError):
         # A date-time pydantic accepts but that has no epoch value on this platform.
         raise PayloadError(400, "invalid payload", ["time: out of range"]) from None
-
-
-def _decode(body: bytes) -> Any:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PayloadError(400, "body is not UTF-8") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        # The message holds a position, never the input.
-        raise PayloadError(
-            400, f"invalid JSON: {error.msg} (line {error.lineno} column {error.colno})"
-        ) from None
-    except RecursionError:
-        raise PayloadError(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
-    if _depth_exceeds(data, MAX_JSON_DEPTH):
-        raise PayloadError(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    return data
-
-
-def _depth_exceeds(data: Any, limit: int) -> bool:
-    """Whether containers nest deeper than ``limit`` (iterative: no recursion to exhaust)."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        children: Any
-        if isinstance(value, dict):
-            children = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
 
 
 def falco_handler(intake: FalcoIntake, metrics: WebhookMetrics) -> HookHandler:
@@ -184,13 +144,13 @@ def falco_handler(intake: FalcoIntake, metrics: WebhookMetrics) -> HookHandler:
             log.info("refused Falco event: %s (%d problems)", error.detail, len(error.problems))
             metrics.requests.labels(status=str(error.status)).inc()
             headers = {"Allow": "POST"} if error.status == 405 else None
-            return _problem(error.status, error.detail, problems=error.problems, headers=headers)
+            return problem(error.status, error.detail, problems=error.problems, headers=headers)
         try:
             outcome = await intake.accept(event)
         except StoreUnavailableError as error:
             log.warning("Falco event not stored (%s); answered 503", error)
             metrics.requests.labels(status="503").inc()
-            return _problem(503, "store unavailable, retry later", headers={"Retry-After": "5"})
+            return problem(503, "store unavailable, retry later", headers={"Retry-After": "5"})
         metrics.requests.labels(status="200").inc()
         return web.json_response({"status": "accepted", "outcome": outcome})
 
@@ -198,22 +158,4 @@ def falco_handler(intake: FalcoIntake, metrics: WebhookMetrics) -> HookHandler:
 
 
 async def _read_event(request: web.Request) -> FalcoEvent:
-    if request.method != "POST":
-        raise PayloadError(405, "use POST")
-    if request.content_type != "application/json":
-        raise PayloadError(415, "expected Content-Type: application/json")
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        # A chunked body (no Content-Length) cut off at the server's limit.
-        raise PayloadError(413, "body too large") from None
-    return parse_event(body)
-
-
-def _problem(
-    status: int, detail: str, *, problems: list[str] | None = None, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    body: dict[str, Any] = {"error": detail}
-    if problems:
-        body["problems"] = problems
-    return web.json_response(body, status=status, headers=headers)
+    return parse_event(await read_json_body(request))

@@ -131,8 +131,9 @@ class AlertmanagerServer:
         """Push alerts as Prometheus does; each needs at least ``labels``."""
         self._request("POST", "/api/v2/alerts", alerts)
 
-    def fire(self, labels: dict[str, str], annotations: dict[str, str] | None = None, *,
-             minutes: int = 60) -> dict[str, Any]:
+    def fire(
+        self, labels: dict[str, str], annotations: dict[str, str] | None = None, *, minutes: int = 60
+    ) -> dict[str, Any]:
         """One firing alert ending ``minutes`` from now (Prometheus re-sends before then)."""
         now = datetime.now(UTC)
         alert = {
@@ -148,12 +149,16 @@ class AlertmanagerServer:
     def resolve(self, labels: dict[str, str], annotations: dict[str, str] | None = None) -> None:
         """Resolve an alert: the same labels with endsAt in the past."""
         now = datetime.now(UTC)
-        self.post_alerts([{
-            "labels": labels,
-            "annotations": annotations or {},
-            "startsAt": (now - timedelta(minutes=5)).isoformat(),
-            "endsAt": (now - timedelta(seconds=1)).isoformat(),
-        }])
+        self.post_alerts(
+            [
+                {
+                    "labels": labels,
+                    "annotations": annotations or {},
+                    "startsAt": (now - timedelta(minutes=5)).isoformat(),
+                    "endsAt": (now - timedelta(seconds=1)).isoformat(),
+                }
+            ]
+        )
 
     def alerts(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._request("GET", "/api/v2/alerts")
@@ -184,8 +189,14 @@ class AlertmanagerServer:
 
 
 def receiver_config(
-    bot_url: str, token: str, *, receiver: str = "readybot", group_wait: str = "0s",
-    group_interval: str = "1s", repeat_interval: str = "1h", watchdog_repeat: str = "2s",
+    bot_url: str,
+    token: str,
+    *,
+    receiver: str = "readybot",
+    group_wait: str = "0s",
+    group_interval: str = "1s",
+    repeat_interval: str = "1h",
+    watchdog_repeat: str = "2s",
 ) -> str:
     """A configuration routing everything to the bot, with the Watchdog on its own fast route."""
     return f"""

@@ -26,18 +26,19 @@ from bot.relays.alertmanager import (
     AlertState,
     GroupState,
     Notification,
-    RateBudget,
     matches,
     merge,
     route,
     storming,
 )
+from bot.relays.budget import RateBudget
 from bot.relays.render_alerts import AlertRenderer, silence_url
 from bot.render.message import MATRIX_EVENT_LIMIT
 from bot.render.templates import Templates
 from bot.store import Database
 from bot.store.alert_groups import AlertGroupRepo
-from bot.webhooks.alertmanager import PayloadError, alertmanager_handler, parse_payload
+from bot.webhooks.alertmanager import alertmanager_handler, parse_payload
+from bot.webhooks.common import PayloadError
 from bot.webhooks.server import Health, build_http_app
 from config.alerting import AlertmanagerSettings, AlertRoute
 

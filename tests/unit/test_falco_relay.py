@@ -22,7 +22,7 @@ from pydantic import SecretStr, ValidationError
 from bot.falco.relay import FalcoMetrics, FalcoRelay
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxKind, build_event
-from bot.relays.alertmanager import RateBudget
+from bot.relays.budget import RateBudget
 from bot.relays.falco import FalcoEvent, Spending, Tier, classify, event_key, field_text
 from bot.relays.falco_state import Aggregate, Digest, Mute
 from bot.relays.render_falco import FalcoRenderer
@@ -31,7 +31,7 @@ from bot.render.templates import Templates
 from bot.store import Database
 from bot.store.falco import FalcoRepo
 from bot.store.outbox_repo import OutboxId, OutboxRepo
-from bot.webhooks.alertmanager import PayloadError
+from bot.webhooks.common import PayloadError
 from bot.webhooks.falco import WebhookMetrics, falco_handler, parse_event
 from bot.webhooks.server import Health, build_http_app
 from config.falco import FalcoSendBudget, FalcoSettings
