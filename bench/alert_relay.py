@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from nio import Event, RoomMessageNotice, RoomMessageText
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import percentile, wait_ready  # noqa: E402
 from bot.demo.synapse import SynapseServer, free_port  # noqa: E402
 from tests.integration.people import Person, register_account  # noqa: E402
 
@@ -52,25 +52,6 @@ MARK = re.compile(r"bench-(\d+)-(\d{6})")
 VISIBLE_TIMEOUT_S = 180.0
 ROUND_PAUSE_S = 0.1
 MESSAGE_LIMIT = 65_536
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def wait_ready(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("readybot did not become ready")
 
 
 def group_payload(run: int, index: int, alerts: int) -> dict[str, Any]:

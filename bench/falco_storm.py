@@ -47,6 +47,7 @@ from nio import RoomMessageNotice
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import percentile, wait_ready  # noqa: E402
 from bot.demo.synapse import SynapseServer, free_port  # noqa: E402
 from tests.integration.people import Person, register_account  # noqa: E402
 
@@ -86,24 +87,6 @@ DISTINCT_RULES = [
 ]
 DISTINCT_KINDS = 120
 DISTINCT_SHARE = 0.10
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))]
-
-
-def wait_ready(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("readybot did not become ready")
 
 
 def metrics(port: int) -> dict[str, float]:
