@@ -2,7 +2,7 @@
 export UV_PYTHON_DOWNLOADS := never
 UV ?= uv
 
-.PHONY: install demo test test-unit test-integration lint format typecheck bench check clean deploy-check image
+.PHONY: install demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco check clean deploy-check image
 
 install:  ## the bot, the dev tools and the demo extra (Synapse) into .venv
 	$(UV) sync --locked --all-extras
@@ -33,6 +33,12 @@ typecheck: install
 
 bench: install  ## !ping round trip vs a bare nio echo client, and the bot's memory
 	$(UV) run python bench/ping_rtt.py
+
+bench-alerts: install  ## webhook answer, time to visible, 1,000-group burst, 100 groups under default limits
+	$(UV) run python bench/alert_relay.py
+
+bench-falco: install  ## 10,000 Falco events in 60 s under the homeserver's default limits
+	$(UV) run python bench/falco_storm.py
 
 check: lint test
 
