@@ -15,6 +15,13 @@ class PermissionDenied(UserError):
     """The sender may not run this here. The message never names who may."""
 
 
+class StoreUnavailableError(Exception):
+    """What was accepted could not be committed now (disk full, database locked).
+
+    Webhooks answer 503 so the sender retries; commands say so in the room.
+    """
+
+
 class ConfigError(Exception):
     """The configuration is invalid; ``problems`` holds one line per field."""
 

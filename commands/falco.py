@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.errors import UserError
+from bot.errors import StoreUnavailableError, UserError
 from bot.falco.relay import FalcoRelay
 from bot.relays.render_falco import clock_text, mute_line
 from bot.render.message import Message
 from bot.services import CommandContext
-from bot.webhooks.common import StoreUnavailableError
 from commands.registry import command
 from config.durations import DURATION_HINT, format_duration, parse_duration
 

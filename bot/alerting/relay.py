@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import aiosqlite
 from prometheus_client import CollectorRegistry, Counter
 
+from bot.errors import StoreUnavailableError
 from bot.outbox import EventRef, Outbox, OutboxId
 from bot.relays.alertmanager import (
     AlertState,
@@ -56,7 +57,6 @@ from bot.render.message import Message
 from bot.store.alert_groups import AlertGroupRepo, GroupRow, LoadedAlertState, PostRow
 from bot.store.database import Database
 from bot.webhooks.alertmanager import WebhookAlert, WebhookPayload, split_heartbeats
-from bot.webhooks.common import StoreUnavailableError
 from config.alerting import AlertmanagerSettings
 
 log = logging.getLogger(__name__)

@@ -39,6 +39,7 @@ from typing import Any
 import aiosqlite
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from bot.errors import StoreUnavailableError
 from bot.outbox import EventRef, Outbox, OutboxId
 from bot.relays.budget import RateBudget
 from bot.relays.falco import FalcoEvent, Outcome, Spending, classify
@@ -47,7 +48,6 @@ from bot.relays.render_falco import FalcoRenderer
 from bot.render.message import Message
 from bot.store.database import Database
 from bot.store.falco import FalcoRepo, FalcoWrite, MessageRecord, MuteRecord
-from bot.webhooks.common import StoreUnavailableError
 from config.falco import FalcoSettings
 
 log = logging.getLogger(__name__)

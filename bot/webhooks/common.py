@@ -14,6 +14,18 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from bot.errors import StoreUnavailableError
+
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "PayloadError",
+    "StoreUnavailableError",
+    "decode_json_object",
+    "describe_validation_error",
+    "problem",
+    "read_json_body",
+]
+
 # A real payload nests 4 levels (Alertmanager: payload → alerts → alert →
 # labels). Anything far deeper is an attack on the parser or on whoever walks
 # the data later.
@@ -32,10 +44,6 @@ class PayloadError(Exception):
         self.status = status
         self.detail = detail
         self.problems = problems or []
-
-
-class StoreUnavailableError(Exception):
-    """What was sent could not be committed now; answered 503 so the sender retries."""
 
 
 async def read_json_body(request: web.Request) -> bytes:
