@@ -68,12 +68,15 @@ class GatedApp(Section):
                 raise ValueError("each sync option must look like Name=value, e.g. ServerSideApply=true")
         return value
 
-    @field_validator("approvers")
-    @classmethod
-    def _approvers_not_open(cls, value: PermissionRule) -> PermissionRule:
-        if value.is_open:
-            raise ValueError("set users or min_power_level: an empty rule would let anyone approve")
-        return value
+    # A model validator, not a field validator: pydantic does not validate
+    # defaults, and the default (empty) rule is exactly what must be refused.
+    @model_validator(mode="after")
+    def _approvers_not_open(self) -> GatedApp:
+        if self.approvers.is_open:
+            raise ValueError(
+                "approvers: set users or min_power_level; an empty rule would let anyone approve"
+            )
+        return self
 
 
 class ApprovalsSettings(Section):

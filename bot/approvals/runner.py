@@ -25,6 +25,7 @@ from typing import Any
 from bot.approvals.application import (
     AppView,
     Phase,
+    Progress,
     StartVerdict,
     build_operation,
     check_start,
@@ -77,13 +78,26 @@ class SyncRunner:
         self._bot = bot_user_id
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._following: set[str] = set()
+        # Requests this process moved to 'approved' and is starting: resume()
+        # must leave them alone (only rows left by a previous process are its).
+        self._starting: set[str] = set()
         # Set by run(); sleeps between polls end early when it is.
         self._stop = asyncio.Event()
 
     # -- starting -------------------------------------------------------------
 
+    def claim(self, approval_id: str) -> None:
+        """Called in the transaction that moved the request to ``approved``, before it commits."""
+        self._starting.add(approval_id)
+
     async def start(self, approval_id: str) -> None:
-        """Write the sync operation for a request this task moved to ``approved``."""
+        """Write the sync operation for a request this task moved to ``approved`` (and claimed)."""
+        try:
+            await self._start(approval_id)
+        finally:
+            self._starting.discard(approval_id)
+
+    async def _start(self, approval_id: str) -> None:
         record = await self._repo.get(approval_id)
         if record is None or record.state != State.APPROVED.value:
             return
@@ -206,6 +220,8 @@ class SyncRunner:
     async def resume(self) -> None:
         """After a restart: settle requests caught mid-start, follow the ones already started."""
         for record in await self._repo.in_states([State.APPROVED.value]):
+            if record.id in self._starting:
+                continue  # approved by a reaction of the catch-up sync: being started right now
             await self.resolve_approved(record.id, reason="the bot restarted before the sync was started")
         for record in await self._repo.in_states([State.STARTED.value]):
             self.follow_later(record.id)
@@ -254,7 +270,8 @@ class SyncRunner:
             return
         settings = self._settings
         deadline = (record.started_at or self._clock()) + settings.follow_timeout_s
-        settle_until: float | None = None
+        # When success was first seen: the app then has settle_timeout_s to become Synced + Healthy.
+        succeeded_seen: float | None = None
         unreachable_logged = False
         while not self._stop.is_set():
             now = self._clock()
@@ -273,19 +290,19 @@ class SyncRunner:
                     await self._finish(record, State.ERROR, {"message": f"{error}; no longer followed"})
                     return
             else:
-                if settle_until is None:
-                    settle_until = now + settings.settle_timeout_s
-                if await self._step(record, view, now, deadline, settle_until):
+                state = progress(view, record.id)
+                if state.phase is Phase.SUCCEEDED and succeeded_seen is None:
+                    succeeded_seen = now
+                settle_until = (succeeded_seen or now) + settings.settle_timeout_s
+                if await self._step(record, view, state, now, min(deadline, settle_until)):
                     return
-                if progress(view, record.id).phase is not Phase.SUCCEEDED:
-                    settle_until = None
             await self._pause(settings.poll_interval_s)
 
     async def _step(  # noqa: PLR0911 - one return per outcome
-        self, record: ApprovalRecord, view: AppView, now: float, deadline: float, settle_until: float
+        self, record: ApprovalRecord, view: AppView, state: Progress, now: float, settle_until: float
     ) -> bool:
         """One look at the Application; True when the request has been finished."""
-        state = progress(view, record.id)
+        deadline = (record.started_at or now) + self._settings.follow_timeout_s
         pinned = record.target_revision
         failed = [r.label() + (f": {r.message}" if r.message else "") for r in state.failed_resources]
         base: dict[str, Any] = {
@@ -304,7 +321,7 @@ class SyncRunner:
                 message = f"Argo CD synced {short(state.result_revision)}, not the approved {short(pinned)}"
                 return await self._finish(record, State.FAILED, base | {"message": message})
             is_settled = settled(view, pinned)
-            if is_settled or now >= min(settle_until, deadline):
+            if is_settled or now >= settle_until:
                 statuses = {"sync_status": view.sync_status, "health_status": view.health_status}
                 return await self._finish(record, State.SUCCEEDED, base | statuses | {"settled": is_settled})
             return False

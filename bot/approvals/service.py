@@ -59,6 +59,7 @@ Allowed = Callable[[str, str, PermissionRule], Awaitable[bool]]
 
 # Reaction keys are free text: keep what we store and audit short.
 _MAX_KEY_CHARS = 32
+_PROMPT_RESOLVE_WINDOW_S = 7 * 24 * 3600.0
 # Early redactions are only needed until their reaction shows up.
 _REDACTION_MEMORY_S = 24 * 3600.0
 
@@ -270,6 +271,9 @@ class ApprovalService:
                         record.id, State.REQUESTED, State.APPROVED, actor=sender, extra=extra, conn=conn
                     )
                     start = won is not None
+                    if start:
+                        # Before the commit: resume() must never see it unclaimed.
+                        self.runner.claim(record.id)
         if start:
             # Only the task whose compare-and-set won gets here, once.
             await self.runner.start(record.id)
@@ -312,19 +316,32 @@ class ApprovalService:
         record = await self._repo.by_prompt_event(event_id)
         if record is not None:
             return record
-        # Prompts learn their event id lazily, from the outbox row that sent them.
-        found = False
-        for approval_id, outbox_id in await self._repo.unresolved_prompts():
+        if event_id in await self.resolve_prompts():
+            return await self._repo.by_prompt_event(event_id)
+        return None
+
+    async def resolve_prompts(self) -> set[str]:
+        """Store the event ids of prompts the outbox has sent since; return them.
+
+        Reactions find their prompt by event id, and the outbox rows that
+        know it may be pruned one day: the id is copied as soon as it is known
+        (on the next reaction or expiry tick).
+        """
+        found: set[str] = set()
+        # A prompt never sent within a week (the room refused it) is given up on.
+        recent = self._clock() - _PROMPT_RESOLVE_WINDOW_S
+        for approval_id, outbox_id in await self._repo.unresolved_prompts(recent):
             sent_id = await self._deps.outbox.event_id(outbox_id)
             if sent_id is not None:
                 await self._repo.set_prompt_event(approval_id, sent_id)
-                found = found or sent_id == event_id
-        return await self._repo.by_prompt_event(event_id) if found else None
+                found.add(sent_id)
+        return found
 
     # -- scheduled expiry ----------------------------------------------------------
 
     async def expire_due(self) -> int:
-        """Close requests past their expiry; how many were closed."""
+        """Close requests past their expiry; how many were closed. Also the feature's housekeeping."""
+        await self.resolve_prompts()
         now = self._clock()
         closed = 0
         for approval_id in await self._repo.due_for_expiry(now):

@@ -14,20 +14,13 @@ import aiosqlite
 
 from bot.approvals.machine import TERMINAL_STATES, State, can_transition
 from bot.approvals.render import prompt_content, render_outcome
-from bot.outbox import EventRef, Outbox
+from bot.outbox import EventRef, Outbox, OutboxState
 from bot.render.templates import Templates
 from bot.store.approvals import ApprovalRecord, ApprovalRepo, Transition
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
 
 log = logging.getLogger(__name__)
-
-
-def prompt_ref(record: ApprovalRecord) -> EventRef | None:
-    """The prompt's event id if known, else its outbox row (resolved when the edit is sent)."""
-    if record.prompt_event_id is not None:
-        return record.prompt_event_id
-    return record.prompt_outbox_id
 
 
 class Transitions:
@@ -70,7 +63,7 @@ class Transitions:
                 return None
             record = await self._repo.get_in(tx, approval_id)
             assert record is not None  # it was just updated in this transaction
-            ref = prompt_ref(record)
+            ref = await self._prompt_ref(record, tx)
             if ref is not None:
                 content = prompt_content(self._templates, record, self._prefix, mention=False)
                 # Only the newest state matters: replace an edit still waiting to be sent.
@@ -92,3 +85,24 @@ class Transitions:
             "approval %s (%s): %s → %s by %s", approval_id, record.app, source.value, target.value, actor
         )
         return record
+
+    async def _prompt_ref(self, record: ApprovalRecord, tx: aiosqlite.Connection) -> EventRef | None:
+        """The prompt's event id (learnt from the outbox and kept), else its pending outbox row.
+
+        Kept as an event id as soon as it is known, so a pruned outbox row
+        can never make a state change fail; None if the prompt is gone.
+        """
+        if record.prompt_event_id is not None:
+            return record.prompt_event_id
+        if record.prompt_outbox_id is None:
+            return None
+        state = await self._outbox.state(record.prompt_outbox_id)
+        if state is None:
+            log.warning("approval %s: its prompt is no longer in the outbox; not editing it", record.id)
+            return None
+        if state is OutboxState.SENT:
+            event_id = await self._outbox.event_id(record.prompt_outbox_id)
+            if event_id is not None:
+                await self._repo.set_prompt_event(record.id, event_id, tx=tx)
+                return event_id
+        return record.prompt_outbox_id

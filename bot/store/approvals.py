@@ -250,9 +250,11 @@ class ApprovalRepo:
     async def set_prompt(self, conn: aiosqlite.Connection, approval_id: str, outbox_id: OutboxId) -> None:
         await conn.execute("UPDATE approvals SET prompt_outbox_id = ? WHERE id = ?", (outbox_id, approval_id))
 
-    async def set_prompt_event(self, approval_id: str, event_id: str) -> None:
+    async def set_prompt_event(
+        self, approval_id: str, event_id: str, *, tx: aiosqlite.Connection | None = None
+    ) -> None:
         """Remember the prompt's event id once the outbox has sent it."""
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(tx) as conn:
             await conn.execute(
                 "UPDATE approvals SET prompt_event_id = ? WHERE id = ? AND prompt_event_id IS NULL",
                 (event_id, approval_id),
@@ -275,11 +277,12 @@ class ApprovalRepo:
         )
         return None if row is None else _record(row)
 
-    async def unresolved_prompts(self) -> list[tuple[str, OutboxId]]:
-        """Requests whose prompt's event id is not known yet: (id, outbox id)."""
+    async def unresolved_prompts(self, created_after: float) -> list[tuple[str, OutboxId]]:
+        """Recent requests whose prompt's event id is not known yet: (id, outbox id)."""
         rows = await self._db.fetchall(
             "SELECT id, prompt_outbox_id FROM approvals"
-            " WHERE prompt_event_id IS NULL AND prompt_outbox_id IS NOT NULL"
+            " WHERE prompt_event_id IS NULL AND prompt_outbox_id IS NOT NULL AND created_at > ?",
+            (created_after,),
         )
         return [(str(row["id"]), cast("OutboxId", int(row["prompt_outbox_id"]))) for row in rows]
 

@@ -102,6 +102,8 @@ class FakeArgo:
         # Operations written, by approval id: "a sync was started".
         self.operations: list[dict[str, Any]] = []
         self.patches = 0
+        # Seconds each call takes: lets a test run something while a start is in flight.
+        self.latency = 0.0
         # One-shot faults for the next patch.
         self.conflict_next_patch = False
         self.fail_after_applying_next_patch = False
@@ -133,7 +135,7 @@ class FakeArgo:
         )
 
     async def get(self, namespace: str, name: str) -> Mapping[str, Any]:
-        await asyncio.sleep(0)
+        await asyncio.sleep(self.latency)
         self._check()
         if (namespace, name) not in self.objects:
             raise NotFound(
@@ -147,7 +149,7 @@ class FakeArgo:
         return [copy.deepcopy(o) for (ns, _), o in sorted(self.objects.items()) if ns == namespace]
 
     async def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Mapping[str, Any]:
-        await asyncio.sleep(0)
+        await asyncio.sleep(self.latency)
         self._check()
         self.patches += 1
         current = self.objects.get((namespace, name))

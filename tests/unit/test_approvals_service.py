@@ -672,3 +672,27 @@ async def test_death_before_the_write_aborts_after_restart(env: Env) -> None:
         record.outcome is not None
         and "the bot restarted before the sync was started" in record.outcome["message"]
     )
+
+
+async def test_resume_leaves_alone_a_start_in_progress(env: Env) -> None:
+    """On start-up, a catch-up ✅ being started while resume() runs is not taken for a crashed start."""
+    approval_id = await env.request()
+    env.argo.latency = 0.01
+    handler = asyncio.create_task(env.react(approval_id, BOB))
+    while await env.state(approval_id) == "requested":
+        await asyncio.sleep(0.001)
+    await env.service.runner.resume()
+    await handler
+    assert await env.state(approval_id) == "started"
+    assert env.argo.started_for(approval_id) == 1
+
+
+async def test_the_prompt_survives_the_outbox_pruning_its_row(env: Env) -> None:
+    """The expiry tick keeps the prompt's event id; pruned outbox rows do not break reactions or edits."""
+    approval_id = await env.request()
+    await env.service.expire_due()
+    assert (await env.record(approval_id)).prompt_event_id is not None
+    assert await env.outbox.prune(settled_before=env.clock() + 1) >= 3
+    await env.react(approval_id, BOB)
+    assert await env.state(approval_id) == "started"
+    assert "🔄 Syncing" in (await env.bodies())[-1]
