@@ -2,7 +2,7 @@
 
 Three verbs on ``applications.argoproj.io`` and nothing else: get (read one
 app), list (``!apps``) and patch (write the sync operation as a conditional
-JSON merge patch). ``deploy/rbac-approvals.yaml`` grants exactly these.
+JSON merge patch). ``deploy/base/rbac-approvals.yaml`` grants exactly these.
 """
 
 from __future__ import annotations

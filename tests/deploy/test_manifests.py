@@ -496,28 +496,6 @@ def test_state_volume_is_never_pruned_or_deleted_by_argo_cd(rendered: tuple[Kube
     assert {"Prune=false", "Delete=false"} <= {o.strip() for o in options}
 
 
-def _rbac_identity(obj: KubeObject) -> tuple[str, str, str | None]:
-    return obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")
-
-
-def test_feature_rbac_files_in_deploy_are_part_of_the_base(rendered: tuple[KubeObject, ...]) -> None:
-    """Every deploy/rbac-*.yaml object is in the render with the same rules and roleRef (no drift)."""
-    by_identity = {_rbac_identity(o): o for o in rendered}
-    missing = []
-    for path in sorted(DEPLOY.glob("rbac-*.yaml")):
-        for obj in load_yaml_documents(path):
-            found = by_identity.get(_rbac_identity(obj))
-            if found is None:
-                missing.append(f"{path.name}: {obj['kind']} {obj['metadata']['name']} is not in the base")
-                continue
-            for key in ("rules", "roleRef"):
-                if obj.get(key) != found.get(key):
-                    missing.append(f"{path.name}: {obj['kind']} {obj['metadata']['name']} differs in {key}")
-            for subject in found.get("subjects", []):
-                assert subject.get("namespace") == only(rendered, "ServiceAccount")["metadata"]["namespace"]
-    assert not missing, "\n".join(missing) + "\n(copy or move the file into deploy/base and list it there)"
-
-
 # --- linters -------------------------------------------------------------------------
 
 

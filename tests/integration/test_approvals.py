@@ -211,7 +211,7 @@ async def test_sync_approved_by_reaction_syncs_the_pinned_revision_and_reports_s
         (bot_account.user_id, "approval:started"),
         (bot_account.user_id, "approval:succeeded"),
     ]
-    # What deploy/rbac-approvals.yaml grants is what was used: get, list?, patch.
+    # What deploy/base/rbac-approvals.yaml grants is what was used: get, list?, patch.
     used = {(r.verb, r.resource) for r in server.requests if r.group == GROUP}
     assert used <= {("get", PLURAL), ("list", PLURAL), ("patch", PLURAL)}
     assert ("patch", PLURAL) in used

@@ -38,7 +38,7 @@ from tests.kube import velero_objects as v
 from tests.kube.handle import KubeHandle
 
 ROOM = "!velero:example.org"
-RBAC_FILE = Path(__file__).resolve().parents[2] / "deploy" / "rbac-velero.yaml"
+RBAC_FILE = Path(__file__).resolve().parents[2] / "deploy" / "base" / "rbac-velero.yaml"
 WAIT_S = 10.0
 
 
@@ -433,11 +433,11 @@ async def test_the_overview_and_history_show_schedules_last_backups_and_next_run
 async def test_the_relay_needs_no_more_than_deploy_rbac_velero_grants(
     relays: Callable[..., Any], kube_api: KubeHandle
 ) -> None:
-    """Every request of the relay (lists, watches, relists) is granted by deploy/rbac-velero.yaml."""
+    """Every request of the relay (lists, watches, relists) is granted by deploy/base/rbac-velero.yaml."""
     role, binding = yaml.safe_load_all(RBAC_FILE.read_text(encoding="utf-8"))
     assert (role["kind"], binding["roleRef"]["name"]) == ("Role", role["metadata"]["name"])
     (rule,) = role["rules"]
-    assert rule["apiGroups"] == ["velero.io"] and sorted(rule["verbs"]) == ["get", "list", "watch"]
+    assert rule["apiGroups"] == ["velero.io"] and sorted(rule["verbs"]) == ["list", "watch"]
     granted = {(verb, "velero.io", resource) for verb in rule["verbs"] for resource in rule["resources"]}
     relay = await relays()
     kube_api.require_server().compact()
