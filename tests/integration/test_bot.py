@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from nio import RoomMemberEvent, RoomMessageNotice
@@ -46,6 +46,35 @@ async def start_bot(
     return runner
 
 
+class Served(NamedTuple):
+    alice: Person
+    room: str
+    runner: RunningBot
+
+
+ServeAlice = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+def serve_alice(
+    synapse: SynapseServer,
+    bot_account: Account,
+    person_factory: PersonFactory,
+    bots: list[RunningBot],
+    tmp_path: Path,
+) -> ServeAlice:
+    """``await serve_alice(**sections)``: Alice's encrypted room, the bot serving it and joined."""
+
+    async def serve(registry: CommandRegistry | None = None, **sections: Any) -> Served:
+        alice = await person_factory("alice")
+        room = await room_with_bot(alice, bot_account.user_id)
+        runner = await start_bot(bots, synapse, bot_account, tmp_path / "bot", [room], registry, **sections)
+        await alice.wait_joined(room, bot_account.user_id)
+        return Served(alice, room, runner)
+
+    return serve
+
+
 async def room_with_bot(person: Person, bot_user: str) -> str:
     return await person.create_room("alerts", encrypted=True, invite=[bot_user])
 
@@ -63,17 +92,11 @@ def replies_to(person: Person, room_id: str, sender: str, event_id: str) -> list
 
 
 async def test_ping_in_an_encrypted_room_answers_with_version_and_delay(
-    synapse: SynapseServer,
     bot_account: Account,
-    person_factory: PersonFactory,
-    bots: list[RunningBot],
-    tmp_path: Path,
+    serve_alice: ServeAlice,
 ) -> None:
     """A person's `!ping` in an encrypted room gets an encrypted reply with the version and a delay."""
-    alice = await person_factory("alice")
-    room = await room_with_bot(alice, bot_account.user_id)
-    await start_bot(bots, synapse, bot_account, tmp_path / "bot", [room])
-    await alice.wait_joined(room, bot_account.user_id)
+    alice, room, _ = await serve_alice()
 
     command = await alice.send_text(room, "!ping", wait_members=[bot_account.user_id])
     reply = await alice.wait_for_reply(room, bot_account.user_id, after_event_id=command)
@@ -87,17 +110,11 @@ async def test_ping_in_an_encrypted_room_answers_with_version_and_delay(
 
 
 async def test_help_lists_commands_and_explains_one(
-    synapse: SynapseServer,
     bot_account: Account,
-    person_factory: PersonFactory,
-    bots: list[RunningBot],
-    tmp_path: Path,
+    serve_alice: ServeAlice,
 ) -> None:
     """`!help` lists every command; `!help ping` shows ping's usage line."""
-    alice = await person_factory("alice")
-    room = await room_with_bot(alice, bot_account.user_id)
-    await start_bot(bots, synapse, bot_account, tmp_path / "bot", [room])
-    await alice.wait_joined(room, bot_account.user_id)
+    alice, room, _ = await serve_alice()
 
     listing = await alice.send_text(room, "!help", wait_members=[bot_account.user_id])
     reply = await alice.wait_for_reply(room, bot_account.user_id, after_event_id=listing)
@@ -110,17 +127,11 @@ async def test_help_lists_commands_and_explains_one(
 
 
 async def test_unknown_command_gets_a_hint(
-    synapse: SynapseServer,
     bot_account: Account,
-    person_factory: PersonFactory,
-    bots: list[RunningBot],
-    tmp_path: Path,
+    serve_alice: ServeAlice,
 ) -> None:
     """An unknown command is answered with the name and where to look."""
-    alice = await person_factory("alice")
-    room = await room_with_bot(alice, bot_account.user_id)
-    await start_bot(bots, synapse, bot_account, tmp_path / "bot", [room])
-    await alice.wait_joined(room, bot_account.user_id)
+    alice, room, _ = await serve_alice()
 
     command = await alice.send_text(room, "!pnig", wait_members=[bot_account.user_id])
     reply = await alice.wait_for_reply(room, bot_account.user_id, after_event_id=command)
@@ -197,12 +208,9 @@ async def test_power_level_rule_counts_a_v12_room_creator_as_highest(
 
 
 async def test_a_failing_handler_is_answered_with_a_reference_and_the_bot_lives_on(
-    synapse: SynapseServer,
     bot_account: Account,
-    person_factory: PersonFactory,
-    bots: list[RunningBot],
-    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    serve_alice: ServeAlice,
 ) -> None:
     """A handler that raises gets 'internal error (ref …)' with the ref in the log; the next command works."""
     registry = CommandRegistry()
@@ -214,10 +222,7 @@ async def test_a_failing_handler_is_answered_with_a_reference_and_the_bot_lives_
         """Fail on purpose."""
         raise RuntimeError("kaboom")
 
-    alice = await person_factory("alice")
-    room = await room_with_bot(alice, bot_account.user_id)
-    await start_bot(bots, synapse, bot_account, tmp_path / "bot", [room], registry=registry)
-    await alice.wait_joined(room, bot_account.user_id)
+    alice, room, _ = await serve_alice(registry)
 
     failing = await alice.send_text(room, "!boom", wait_members=[bot_account.user_id])
     reply = await alice.wait_for_reply(room, bot_account.user_id, after_event_id=failing)
@@ -233,17 +238,11 @@ async def test_a_failing_handler_is_answered_with_a_reference_and_the_bot_lives_
 
 
 async def test_commands_from_before_a_restart_are_not_run_again(
-    synapse: SynapseServer,
     bot_account: Account,
-    person_factory: PersonFactory,
-    bots: list[RunningBot],
-    tmp_path: Path,
+    serve_alice: ServeAlice,
 ) -> None:
     """After a restart, neither an answered command nor one sent while the bot was down is run."""
-    alice = await person_factory("alice")
-    room = await room_with_bot(alice, bot_account.user_id)
-    runner = await start_bot(bots, synapse, bot_account, tmp_path / "bot", [room])
-    await alice.wait_joined(room, bot_account.user_id)
+    alice, room, runner = await serve_alice()
     answered = await alice.send_text(room, "!ping", wait_members=[bot_account.user_id])
     await alice.wait_for_reply(room, bot_account.user_id, after_event_id=answered)
     assert runner.bot is not None
@@ -264,17 +263,10 @@ async def test_commands_from_before_a_restart_are_not_run_again(
 
 
 async def test_shutdown_is_prompt(
-    synapse: SynapseServer,
-    bot_account: Account,
-    person_factory: PersonFactory,
-    bots: list[RunningBot],
-    tmp_path: Path,
+    serve_alice: ServeAlice,
 ) -> None:
     """A stop (SIGTERM's path) completes in well under 10 s even mid long-poll."""
-    alice = await person_factory("alice")
-    room = await room_with_bot(alice, bot_account.user_id)
-    runner = await start_bot(bots, synapse, bot_account, tmp_path / "bot", [room])
-    await alice.wait_joined(room, bot_account.user_id)
+    runner = (await serve_alice()).runner
     took = await runner.stop()
     assert took < 10
 
@@ -282,15 +274,10 @@ async def test_shutdown_is_prompt(
 async def test_messages_queued_during_an_outage_arrive_once_in_order(
     synapse: SynapseServer,
     bot_account: Account,
-    person_factory: PersonFactory,
-    bots: list[RunningBot],
-    tmp_path: Path,
+    serve_alice: ServeAlice,
 ) -> None:
     """Messages queued while Synapse is down are delivered after it is back, once each, in order."""
-    alice = await person_factory("alice")
-    room = await room_with_bot(alice, bot_account.user_id)
-    runner = await start_bot(bots, synapse, bot_account, tmp_path / "bot", [room])
-    await alice.wait_joined(room, bot_account.user_id)
+    alice, room, runner = await serve_alice()
     assert runner.bot is not None
     # The bot's encryption session for the room exists before the outage.
     warmup = await alice.send_text(room, "!ping", wait_members=[bot_account.user_id])
