@@ -88,7 +88,14 @@ class SilenceReactionHandler:
         self._audit = audit
 
     async def __call__(
-        self, room_id: str, sender: str, target_event_id: str, key: str, event_id: str
+        self,
+        room_id: str,
+        sender: str,
+        target_event_id: str,
+        key: str,
+        event_id: str,
+        *,
+        sent_at: float | None = None,
     ) -> None:
         if not is_silence_key(key):
             return

@@ -9,7 +9,6 @@ from bot.approvals.service import ApprovalDeps, ApprovalService
 from bot.errors import ConfigError
 from bot.features import FeatureContext, FeatureParts
 from bot.kube.client import KubeApi
-from bot.matrix.router import reaction_sent_at
 from config.base import PermissionRule
 
 log = logging.getLogger(__name__)
@@ -43,11 +42,10 @@ async def approvals_feature(ctx: FeatureContext) -> FeatureParts:
     )
     ctx.extensions.put(ApprovalService, service)
 
-    async def on_reaction(room_id: str, sender: str, target_event_id: str, key: str, event_id: str) -> None:
-        # The router puts the reaction's server timestamp in the task's context.
-        await service.on_reaction(
-            room_id, sender, target_event_id, key, event_id, sent_at=reaction_sent_at.get()
-        )
+    async def on_reaction(
+        room_id: str, sender: str, target_event_id: str, key: str, event_id: str, *, sent_at: float
+    ) -> None:
+        await service.on_reaction(room_id, sender, target_event_id, key, event_id, sent_at=sent_at)
 
     async def expire() -> None:
         closed = await service.expire_due()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from contextvars import ContextVar
 from typing import Any, Protocol
 
 from nio import (
@@ -35,16 +34,15 @@ from config.settings import MatrixSettings
 log = logging.getLogger(__name__)
 
 
-# The homeserver's timestamp (epoch seconds) of the reaction a handler task
-# is handling: set before the handler tasks are spawned (a task copies the
-# context it is created in). For handlers that care when a reaction was made,
-# e.g. an approval made while the bot was down counts if it was made in time.
-reaction_sent_at: ContextVar[float | None] = ContextVar("reaction_sent_at", default=None)
-
-
 class ReactionHandler(Protocol):
+    """Told about a reaction in a served room; ``sent_at`` is the homeserver's timestamp (epoch s).
+
+    The timestamp matters to handlers that judge when a reaction was made:
+    an approval made while the bot was down counts if it was made in time.
+    """
+
     async def __call__(
-        self, room_id: str, sender: str, target_event_id: str, key: str, event_id: str
+        self, room_id: str, sender: str, target_event_id: str, key: str, event_id: str, *, sent_at: float
     ) -> None: ...
 
 
@@ -179,11 +177,17 @@ class Router:
     async def _on_reaction(self, room: MatrixRoom, event: ReactionEvent) -> None:
         if not self._counts(room.room_id, event.sender):
             return
-        reaction_sent_at.set(event.server_timestamp / 1000)
         for handler in self.reaction_handlers:
             self.supervisor.spawn(
                 f"reaction {event.event_id}",
-                handler(room.room_id, event.sender, event.reacts_to, event.key, event.event_id),
+                handler(
+                    room.room_id,
+                    event.sender,
+                    event.reacts_to,
+                    event.key,
+                    event.event_id,
+                    sent_at=event.server_timestamp / 1000,
+                ),
             )
 
     async def _on_redaction(self, room: MatrixRoom, event: RedactionEvent) -> None:
