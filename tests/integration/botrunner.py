@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,13 @@ class RunningBot:
             self._stop.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, timeout=15)
+
+
+async def eventually(check: Callable[[], bool], what: str, within_s: float = 30.0) -> None:
+    """Until ``check()`` holds (it reads what a person's client has received), at most ``within_s``."""
+    try:
+        async with asyncio.timeout(within_s):
+            while not check():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {within_s} s waiting for {what}") from None

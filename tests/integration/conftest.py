@@ -17,6 +17,7 @@ import pytest
 from bot.demo.synapse import SYNAPSE_MISSING, SynapseServer, find_synapse_python
 
 from .alertmanager import AlertmanagerServer, find_alertmanager
+from .botrunner import RunningBot
 from .people import Account, Person, PersonFactory, register_account
 
 _HERE = Path(__file__).parent.resolve()
@@ -112,3 +113,12 @@ def alertmanager(tmp_path: Path) -> Iterator[AlertmanagerFactory]:
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture
+async def bots(synapse: SynapseServer) -> AsyncIterator[list[RunningBot]]:
+    """Every bot a test starts (append a RunningBot), stopped at teardown before Synapse."""
+    running: list[RunningBot] = []
+    yield running
+    for bot in running:
+        await bot.close()

@@ -10,31 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from nio import Event, RoomMessageNotice
 
 from bot.demo.synapse import SynapseServer, free_port
 from tests.integration.alertmanager import AlertmanagerServer, receiver_config
-from tests.integration.botrunner import RunningBot, bot_settings
+from tests.integration.botrunner import RunningBot, bot_settings, eventually
 from tests.integration.conftest import AlertmanagerFactory
 from tests.integration.people import Account, Person, PersonFactory
 
 TOKEN = "am-relay-token-Qw81zX"
-WAIT_S = 20.0
-
-
-@pytest.fixture
-async def bots() -> AsyncIterator[list[RunningBot]]:
-    """Every bot a test starts, stopped at teardown."""
-    running: list[RunningBot] = []
-    yield running
-    for bot in running:
-        await bot.close()
 
 
 def relay_bot(
@@ -98,16 +86,6 @@ def thread_lines(person: Person, room: str, root: str) -> list[str]:
         and relation(e).get("rel_type") == "m.thread"
         and relation(e).get("event_id") == root
     ]
-
-
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    """Until ``check()`` holds (it reads what the person's client has received), at most WAIT_S."""
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not check():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {WAIT_S} s waiting for {what}") from None
 
 
 # -- setting up ------------------------------------------------------------------

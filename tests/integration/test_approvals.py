@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from nio import Event, RoomMessageNotice
 
 from bot.demo.synapse import SynapseServer
@@ -25,15 +24,6 @@ from tests.unit.argo_fake import REV_A, REV_B, application, merge_patch
 
 GROUP, PLURAL = "argoproj.io", "applications"
 WAIT_S = 20.0
-
-
-@pytest.fixture
-async def bots() -> AsyncIterator[list[RunningBot]]:
-    """Every bot a test starts, stopped at teardown."""
-    running: list[RunningBot] = []
-    yield running
-    for bot in running:
-        await bot.close()
 
 
 class Controller:

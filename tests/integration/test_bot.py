@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,15 +20,6 @@ from tests.integration.botrunner import RunningBot, bot_settings
 from tests.integration.people import Account, Person, PersonFactory
 
 BotFactory = Callable[..., "asyncio.Future[RunningBot]"]
-
-
-@pytest.fixture
-async def bots(synapse: SynapseServer, tmp_path: Path) -> AsyncIterator[list[RunningBot]]:
-    """Every bot a test starts, stopped at teardown."""
-    running: list[RunningBot] = []
-    yield running
-    for bot in running:
-        await bot.close()
 
 
 async def start_bot(

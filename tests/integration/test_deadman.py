@@ -77,15 +77,6 @@ async def recorder() -> AsyncIterator[Recorder]:
         await runner.cleanup()
 
 
-@pytest.fixture
-async def bots() -> AsyncIterator[list[RunningBot]]:
-    """Every bot a test starts, stopped at teardown."""
-    running: list[RunningBot] = []
-    yield running
-    for bot in running:
-        await bot.close()
-
-
 def bot_runner(
     synapse: SynapseServer, account: Account, state: Path, room: str, recorder: Recorder
 ) -> RunningBot:

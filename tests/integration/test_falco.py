@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from nio import Event, RoomMessageNotice
 
 from bot.demo.synapse import SynapseServer
-from tests.integration.botrunner import RunningBot, bot_settings
+from tests.integration.botrunner import RunningBot, bot_settings, eventually
 from tests.integration.people import Account, Person, PersonFactory
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "falco"
@@ -28,15 +26,6 @@ WAIT_S = 30.0
 RULE = "Terminal shell in container"
 # Generous enough that nothing folds unless a test narrows it.
 OPEN_BUDGET = {"burst": 200, "per_minute": 6_000, "reserve": 1, "edit_floor": 10}
-
-
-@pytest.fixture
-async def bots() -> AsyncIterator[list[RunningBot]]:
-    """Every bot a test starts, stopped at teardown."""
-    running: list[RunningBot] = []
-    yield running
-    for bot in running:
-        await bot.close()
 
 
 def falco_event(
@@ -103,16 +92,6 @@ def current_text(person: Person, room: str, message: RoomMessageNotice) -> str:
 
 def texts(person: Person, room: str, bot: str) -> list[str]:
     return [current_text(person, room, m) for m in originals(person, room, bot)]
-
-
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    """Until ``check()`` holds (it reads what the person's client has received), at most WAIT_S."""
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not check():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {WAIT_S} s waiting for {what}") from None
 
 
 # -- the bot and the webhook --------------------------------------------------------------------

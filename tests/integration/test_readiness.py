@@ -378,14 +378,6 @@ async def test_a_prometheus_that_does_not_answer_is_unknown() -> None:
 # --- the chat, through the real Synapse ---------------------------------------------------------
 
 
-@pytest.fixture
-async def bots(synapse: SynapseServer) -> AsyncIterator[list[RunningBot]]:
-    running: list[RunningBot] = []
-    yield running
-    for bot in running:
-        await bot.close()
-
-
 async def start_readiness_bot(
     bots: list[RunningBot],
     synapse: SynapseServer,

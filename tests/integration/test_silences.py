@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from nio import Event, RoomMessageNotice
 
 from bot.demo.synapse import SynapseServer, free_port
@@ -17,15 +15,6 @@ from tests.integration.conftest import AlertmanagerFactory
 from tests.integration.people import Account, Person, PersonFactory
 
 TOKEN = "am-hook-token-Qx81"
-
-
-@pytest.fixture
-async def bots() -> AsyncIterator[list[RunningBot]]:
-    """Every bot a test starts, stopped at teardown."""
-    running: list[RunningBot] = []
-    yield running
-    for bot in running:
-        await bot.close()
 
 
 async def start_bot(
