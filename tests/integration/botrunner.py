@@ -17,8 +17,13 @@ from tests.integration.people import Account
 START_TIMEOUT_S = 30.0
 
 
-def bot_settings(base_url: str, account: Account, state: Path, rooms: list[str], **sections: Any) -> Settings:
-    """Settings for a bot on the test homeserver with its state under ``state``."""
+def bot_config(
+    base_url: str, account: Account, state: Path, rooms: list[str], **sections: Any
+) -> dict[str, Any]:
+    """The configuration (as loaded from YAML) of a bot on the test homeserver with its state under ``state``.
+
+    Each keyword is a section whose keys are merged over the defaults here.
+    """
     data: dict[str, Any] = {
         "matrix": {
             "homeserver": base_url,
@@ -34,7 +39,12 @@ def bot_settings(base_url: str, account: Account, state: Path, rooms: list[str],
     }
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
-    return Settings.model_validate(data)
+    return data
+
+
+def bot_settings(base_url: str, account: Account, state: Path, rooms: list[str], **sections: Any) -> Settings:
+    """Settings for a bot on the test homeserver with its state under ``state``."""
+    return Settings.model_validate(bot_config(base_url, account, state, rooms, **sections))
 
 
 @dataclass

@@ -11,12 +11,14 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.demo.synapse import SYNAPSE_MISSING, SynapseServer, find_synapse_python
 
 from .alertmanager import AlertmanagerServer, find_alertmanager
+from .botprocess import BotProcess
 from .botrunner import RunningBot
 from .people import Account, Person, PersonFactory, register_account
 
@@ -28,6 +30,8 @@ ALERTMANAGER_MISSING = (
 )
 # alertmanager(config_yaml) -> a started AlertmanagerServer on 127.0.0.1
 AlertmanagerFactory = Callable[[str], AlertmanagerServer]
+# bot_process(config, name) -> a BotProcess (not started yet), killed at teardown
+BotProcessFactory = Callable[..., BotProcess]
 
 
 def in_ci() -> bool:
@@ -122,3 +126,29 @@ async def bots(synapse: SynapseServer) -> AsyncIterator[list[RunningBot]]:
     yield running
     for bot in running:
         await bot.close()
+
+
+@pytest.fixture
+def bot_process(synapse: SynapseServer, tmp_path: Path) -> Iterator[BotProcessFactory]:
+    """``bot_process(config, name="bot")``: the bot as a subprocess (not yet started), killed at teardown.
+
+    ``config`` is what ``botrunner.bot_config`` builds; its password is moved
+    into the environment, as a deployment would pass it, so that no config
+    file on disk holds it.
+    """
+    processes: list[BotProcess] = []
+
+    def make(config: dict[str, Any], name: str = "bot") -> BotProcess:
+        env = {}
+        password = config.get("matrix", {}).pop("password", None)
+        if password is not None:
+            env["READYBOT_MATRIX__PASSWORD"] = str(password)
+        process = BotProcess(config, tmp_path / name, env=env)
+        processes.append(process)
+        return process
+
+    try:
+        yield make
+    finally:
+        for process in processes:
+            process.close()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+
 from nio import MegolmEvent, ReactionEvent, RoomMessageNotice, RoomMessageText
 
 from bot.demo.synapse import SynapseServer
 
+from .botrunner import bot_config
+from .conftest import BotProcessFactory
 from .people import Account, PersonFactory, event_id_is
 
 
@@ -94,3 +99,29 @@ async def test_synapse_restart_keeps_users_rooms_and_running_clients(
         seen = await reader.wait_for(event_id_is(after), room_id=room_id)
         assert isinstance(seen, RoomMessageText)
         assert seen.body == "after restart"
+
+
+async def test_bot_process_answers_after_sigkill_and_restart(
+    synapse: SynapseServer,
+    bot_account: Account,
+    person_factory: PersonFactory,
+    bot_process: BotProcessFactory,
+    tmp_path: Path,
+) -> None:
+    """The subprocess harness: the bot answers !ping, dies on SIGKILL, and answers again after a restart."""
+    alice = await person_factory("alice")
+    room = await alice.create_room("alerts", encrypted=True, invite=[bot_account.user_id])
+    bot = bot_process(bot_config(synapse.base_url, bot_account, tmp_path / "state", [room]))
+    bot.start()
+    await bot.wait_ready()
+    await alice.wait_joined(room, bot_account.user_id)
+    first = await alice.send_text(room, "!ping")
+    await alice.wait_for_reply(room, bot_account.user_id, after_event_id=first)
+
+    assert await bot.kill() == -signal.SIGKILL
+    bot.start()
+    await bot.wait_ready()
+    second = await alice.send_text(room, "!ping")
+    await alice.wait_for_reply(room, bot_account.user_id, after_event_id=second)
+    assert bot_account.password not in bot.log_text()
+    assert bot_account.password not in bot.config_path.read_text()
