@@ -1,4 +1,4 @@
-"""Root fixtures: a Kubernetes API for tests (``tests.kube``), nothing else.
+"""Root fixtures: a Kubernetes API for tests (``tests.kube``); the homeserver fixtures as a plugin.
 
 ``kube``: a ``KubeTarget`` (kubeconfig, url, a fresh namespace, the test API
 server and its store/requests) for tests that drive the official client.
@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.deploy import rbac_recorder
+
+# Synapse, people, Alertmanager, bots: shared by the integration, fault and security suites.
+pytest_plugins = ["tests.integration.fixtures"]
 
 # The fixtures import the kubernetes client lazily: it takes half a second to
 # import, and most of the suite never needs it.

@@ -13,7 +13,7 @@ import yaml
 from aiohttp import web
 
 from tests.integration.alertmanager import find_amtool
-from tests.integration.conftest import ALERTMANAGER_MISSING, AlertmanagerFactory, in_ci
+from tests.integration.fixtures import ALERTMANAGER_MISSING, AlertmanagerFactory, in_ci
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "alertmanager" / "alertmanager.yaml"
 BOT_URL = "http://readybot.readybot.svc:8080/hooks/alertmanager"

@@ -19,7 +19,7 @@ from nio import Event, RoomMessageNotice
 from bot.demo.synapse import SynapseServer, free_port
 from tests.integration.alertmanager import AlertmanagerServer, receiver_config
 from tests.integration.botrunner import RunningBot, bot_settings, eventually
-from tests.integration.conftest import AlertmanagerFactory
+from tests.integration.fixtures import AlertmanagerFactory
 from tests.integration.people import Account, Person, PersonFactory
 
 TOKEN = "am-relay-token-Qw81zX"

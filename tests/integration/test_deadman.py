@@ -22,7 +22,7 @@ from bot.demo.synapse import SynapseServer, free_port
 from bot.store.heartbeats import HeartbeatRepo
 from tests.integration.alertmanager import AlertmanagerServer, receiver_config
 from tests.integration.botrunner import RunningBot, bot_settings
-from tests.integration.conftest import AlertmanagerFactory
+from tests.integration.fixtures import AlertmanagerFactory
 from tests.integration.people import Account, Person, PersonFactory
 
 HOOK_TOKEN = "am-hook-token-7Hq2"

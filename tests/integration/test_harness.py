@@ -10,7 +10,7 @@ from nio import MegolmEvent, ReactionEvent, RoomMessageNotice, RoomMessageText
 from bot.demo.synapse import SynapseServer
 
 from .botrunner import bot_config
-from .conftest import BotProcessFactory
+from .fixtures import BotProcessFactory
 from .people import Account, PersonFactory, event_id_is
 
 

@@ -38,7 +38,7 @@ from config.readiness_model import Probe
 from config.readiness_settings import ReadinessSettings
 from tests.integration.alertmanager import AlertmanagerServer, find_alertmanager
 from tests.integration.botrunner import RunningBot, bot_settings
-from tests.integration.conftest import ALERTMANAGER_MISSING, in_ci
+from tests.integration.fixtures import ALERTMANAGER_MISSING, in_ci
 from tests.integration.people import Account, Person, PersonFactory
 from tests.integration.prometheus import PROMETHEUS_MISSING, PrometheusServer, find_prometheus
 from tests.kube.handle import KubeHandle

@@ -11,7 +11,7 @@ from nio import Event, RoomMessageNotice
 from bot.demo.synapse import SynapseServer, free_port
 from tests.integration.alertmanager import AlertmanagerServer, receiver_config
 from tests.integration.botrunner import RunningBot, bot_settings
-from tests.integration.conftest import AlertmanagerFactory
+from tests.integration.fixtures import AlertmanagerFactory
 from tests.integration.people import Account, Person, PersonFactory
 
 TOKEN = "am-hook-token-Qx81"

@@ -1,7 +1,9 @@
-"""Fixtures for tests against a real Synapse on 127.0.0.1.
+"""Fixtures for tests against a real Synapse on 127.0.0.1, for every suite that needs one.
 
-One Synapse serves the whole session (it takes seconds to start); each test
-registers fresh users with unique names, so tests never share state.
+A plugin (``pytest_plugins`` in ``tests/conftest.py``) rather than a
+conftest, so that tests/integration, tests/faults and tests/security share
+them and one Synapse serves the whole session (it takes seconds to start);
+each test registers fresh users with unique names, so tests never share state.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from .botprocess import BotProcess
 from .botrunner import RunningBot
 from .people import Account, Person, PersonFactory, register_account
 
-_HERE = Path(__file__).parent.resolve()
+_TESTS = Path(__file__).parent.parent.resolve()
+# The suites whose tests talk to a real homeserver: marked "integration".
+_LIVE_SUITES = tuple(_TESTS / name for name in ("integration", "faults", "security"))
 
 
 ALERTMANAGER_MISSING = (
@@ -41,7 +45,7 @@ def in_ci() -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # This hook sees every collected item, not just this directory's.
     for item in items:
-        if item.path.resolve().is_relative_to(_HERE):
+        if any(item.path.resolve().is_relative_to(suite) for suite in _LIVE_SUITES):
             item.add_marker(pytest.mark.integration)
 
 
