@@ -2,7 +2,7 @@
 export UV_PYTHON_DOWNLOADS := never
 UV ?= uv
 
-.PHONY: install demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco check clean deploy-check image
+.PHONY: install demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco reliability check clean deploy-check image
 
 install:  ## the bot, the dev tools and the demo extra (Synapse) into .venv
 	$(UV) sync --locked --all-extras
@@ -39,6 +39,9 @@ bench-alerts: install  ## webhook answer, time to visible, 1,000-group burst, 10
 
 bench-falco: install  ## 10,000 Falco events in 60 s under the homeserver's default limits
 	$(UV) run python bench/falco_storm.py
+
+reliability: install  ## docs/reliability.md: fault, attack and fuzz suites + 100,000 fuzz cases per target
+	$(UV) run python bench/reliability.py
 
 check: lint test
 
