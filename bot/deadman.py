@@ -20,6 +20,7 @@ down stays down without a second alarm, and recovers on its next heartbeat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,6 +125,12 @@ class DeadmanMetrics:
             "Delivery rounds in which the second channel could not be reached.",
             registry=registry,
         )
+
+    def forget(self, source: str) -> None:
+        """Drop a forgotten source's series, or a gone source would read as down forever."""
+        for gauge in (self.source_up, self.last_heartbeat):
+            with contextlib.suppress(KeyError):
+                gauge.remove(source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +278,19 @@ class DeadmansSwitch:
                 )
             )
         return views
+
+    async def forget(self, source: str) -> SourceRecord | None:
+        """Stop tracking a source that is gone for good; the record it had, None if unknown.
+
+        A source listed in ``deadman.expected_sources`` is refused by the
+        caller: it would be watched again at the next start. A forgotten
+        source that beats again is simply tracked anew.
+        """
+        async with self._db.transaction() as conn:
+            record = await self._sources.forget(conn, source)
+        if record is not None:
+            self._metrics.forget(source)
+        return record
 
     # -- the second channel -------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.deadman import DeadmansSwitch, SourceState, SourceView
+from bot.errors import StoreUnavailableError, UserError
 from bot.render.message import Message
 from bot.services import CommandContext
 from commands.registry import command
@@ -22,6 +23,26 @@ async def watchdog(ctx: CommandContext) -> Message:
         threshold=format_duration(switch.settings.threshold_s),
         secondary=switch.settings.secondary.url is not None,
     )
+
+
+@command("watchdog forget", permission="watchdog_forget")
+async def watchdog_forget(ctx: CommandContext, source: str) -> Message:
+    """Stop watching a heartbeat source that is gone for good (a decommissioned Alertmanager).
+
+    Give the source as `!watchdog` shows it. A source that beats again is
+    tracked anew; one listed in `deadman.expected_sources` must be removed
+    from the configuration instead.
+    """
+    switch = ctx.services.extensions.get(DeadmansSwitch, what="The dead-man's switch")
+    if source in switch.settings.expected_sources:
+        raise UserError(f"{source} is in deadman.expected_sources: remove it from the configuration instead")
+    try:
+        record = await switch.forget(source)
+    except StoreUnavailableError:
+        raise UserError("the bot's store is busy; try again in a moment") from None
+    if record is None:
+        raise UserError(f"no heartbeat source {source[:200]!r}; `{ctx.prefix}watchdog` lists them")
+    return Message(f"Forgot heartbeat source {record.source} (it was {record.state.value}).")
 
 
 def _row(view: SourceView, now: float) -> dict[str, str]:

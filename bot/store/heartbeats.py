@@ -199,6 +199,16 @@ class HeartbeatRepo:
         )
         return cursor.rowcount == 1
 
+    async def forget(self, conn: aiosqlite.Connection, source: str) -> SourceRecord | None:
+        """Remove a source (its notices stay: they are the record of what was sent); the removed row."""
+        cursor = await conn.execute(
+            f"DELETE FROM deadman_sources WHERE source = ? RETURNING {_SOURCE_COLUMNS}",  # noqa: S608 (constant columns)
+            (source,),
+        )
+        row = await cursor.fetchone()
+        await cursor.close()
+        return None if row is None else _source(row)
+
     async def set_alarm_refs(self, conn: aiosqlite.Connection, source: str, refs: dict[str, int]) -> None:
         await conn.execute(
             "UPDATE deadman_sources SET alarm_refs = ? WHERE source = ?", (json.dumps(refs), source)

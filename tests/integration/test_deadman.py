@@ -220,6 +220,17 @@ async def test_watchdog_keeps_the_switch_up_and_its_silence_alarms_once_then_rec
     logged = "\n".join(str(entry) for entry in await runner.bot.audit.recent(50))
     assert CHANNEL_TOKEN not in logged
 
+    # Gone for good: once Alertmanager is decommissioned, `!watchdog forget` stops watching it.
+    await asyncio.to_thread(server.stop)
+    forget = await alice.send_text(room, f"!watchdog forget {source}")
+    answer = (await alice.wait_for_reply(room, bot_user, after_event_id=forget)).body
+    assert answer == f"Forgot heartbeat source {source} (it was up)."
+    status = await alice.send_text(room, "!watchdog")
+    assert (
+        "no heartbeat source seen yet"
+        in (await alice.wait_for_reply(room, bot_user, after_event_id=status)).body
+    )
+
 
 async def test_a_restarted_bot_raises_no_false_alarm_but_still_notices_silence(
     synapse: SynapseServer,

@@ -84,7 +84,11 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     channel = RecordingChannel()
 
     def make(
-        *, started_at: float | None = None, with_channel: bool = True, **settings: Any
+        *,
+        started_at: float | None = None,
+        with_channel: bool = True,
+        metrics: DeadmanMetrics | None = None,
+        **settings: Any,
     ) -> DeadmansSwitch:
         values: dict[str, Any] = {"threshold_s": THRESHOLD, "check_interval_s": 30}
         values.update(settings)
@@ -98,6 +102,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
             started_at=clock.now if started_at is None else started_at,
             channel=channel if with_channel else None,
             retry_base_s=0.0,
+            metrics=metrics,
         )
 
     try:
@@ -417,3 +422,25 @@ async def test_health_follows_the_checks(harness: Harness) -> None:
     assert not switch.healthy(harness.clock.now)
     await switch.check()
     assert switch.healthy(harness.clock.now)
+
+
+async def test_a_forgotten_source_is_no_longer_watched_nor_exported(harness: Harness) -> None:
+    """forget() removes a down source: no further alarm, gone from status and from the metrics."""
+    registry = CollectorRegistry()
+    switch = harness.make(metrics=DeadmanMetrics(registry))
+    await switch.heartbeat(AM)
+    harness.clock.advance(THRESHOLD + 1)
+    assert await switch.check() == [AM]
+    assert registry.get_sample_value("readybot_deadman_source_up", {"source": AM}) == 0
+
+    forgotten = await switch.forget(AM)
+
+    assert forgotten is not None and forgotten.state is SourceState.DOWN
+    assert await switch.status() == []
+    assert registry.get_sample_value("readybot_deadman_source_up", {"source": AM}) is None
+    harness.clock.advance(THRESHOLD * 3)
+    assert await switch.check() == []
+    assert await switch.forget(AM) is None
+    # A source that beats again is tracked anew.
+    await switch.heartbeat(AM)
+    assert [view.source for view in await switch.status()] == [AM]
