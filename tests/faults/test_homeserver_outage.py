@@ -113,6 +113,7 @@ async def wait_shown(
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 async def test_homeserver_outage_with_a_crash_loses_duplicates_and_reorders_no_alert_group(
     synapse: SynapseServer,
