@@ -70,6 +70,10 @@ class MatrixSettings(Section):
     command_prefix: str = "!"
     sync_timeout_ms: int = Field(default=30_000, ge=1_000, le=120_000)
     request_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    # Ceiling of the doubling wait between login or sync attempts while the
+    # homeserver is unreachable: it bounds how long after the homeserver is
+    # back the bot notices (and starts delivering what it queued).
+    max_retry_backoff_s: float = Field(default=10.0, ge=1, le=600)
 
     @field_validator("user_id")
     @classmethod

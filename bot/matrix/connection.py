@@ -112,7 +112,7 @@ class MatrixConnection:
                 log.warning("homeserver unavailable at login (%s); retrying in %.0f s", error, delay)
                 if await wait_or_stop(stop, delay):
                     return False
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, self.settings.max_retry_backoff_s)
         return False
 
     async def _login_with_token(self, token: str) -> None:
@@ -212,7 +212,7 @@ class MatrixConnection:
                 log.warning("sync failed (%s); retrying in %.1f s", _describe(response), delay)
                 if await wait_or_stop(stop, delay):
                     return
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, self.settings.max_retry_backoff_s)
                 continue
             delay = 0.5
             await self._after_sync(response)
