@@ -458,6 +458,13 @@ async def alertmanager_other_receivers_token(stage: Stage) -> None:
     )
 
 
+async def unknown_hook_probe(stage: Stage) -> None:
+    # Without a token nobody learns which hooks exist: 401, not 404.
+    marker = f"RbAttack{uuid.uuid4().hex[:12]}"
+    request = HookRequest(None, valid_body("alertmanager", marker))
+    await hook_refused(stage, "velero", request, marker, 401, "missing or wrong bearer token")
+
+
 # -- the table ------------------------------------------------------------------------------------------
 
 ATTEMPTS: list[Attempt] = [
@@ -525,6 +532,7 @@ ATTEMPTS: list[Attempt] = [
         "403 this token is not valid for that receiver",
         alertmanager_other_receivers_token,
     ),
+    Attempt("unknown_hook_probe", "401 missing or wrong bearer token", unknown_hook_probe),
 ]
 
 
