@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from nio import (
@@ -50,6 +50,23 @@ class RedactionHandler(Protocol):
     """Told when someone redacts an event (e.g. withdraws a reaction) in a served room."""
 
     async def __call__(self, room_id: str, sender: str, redacted_event_id: str, event_id: str) -> None: ...
+
+
+def edit_text(source: Mapping[str, Any]) -> str | None:
+    """The new text of an edit (``m.replace``), or None when the event is no edit.
+
+    Reads the decrypted content, into which nio copies the relation of the
+    encrypted envelope when the ciphertext has none.
+    """
+    content = source.get("content")
+    if not isinstance(content, Mapping):
+        return None
+    relates = content.get("m.relates_to")
+    if not isinstance(relates, Mapping) or relates.get("rel_type") != "m.replace":
+        return None
+    new_content = content.get("m.new_content")
+    new_body = new_content.get("body") if isinstance(new_content, Mapping) else None
+    return new_body.strip() if isinstance(new_body, str) else ""
 
 
 class TaskSupervisor:
@@ -149,11 +166,32 @@ class Router:
         if not self._counts(room.room_id, event.sender):
             return
         body = event.body or ""
-        if not body.startswith(self._settings.command_prefix):
+        prefix = self._settings.command_prefix
+        edited = edit_text(event.source)
+        if edited is not None:
+            # An edit is never a command. It has a new event id, so running it
+            # would run a command again that was (or was not) run once; and its
+            # m.relates_to may name anyone's message, the bot's included, so it
+            # could dress a command up as an old message of someone else.
+            if body.startswith(prefix) or edited.startswith(prefix):
+                self.supervisor.spawn(f"edit {event.event_id}", self._skip_edit(room.room_id, event, edited))
+            return
+        if not body.startswith(prefix):
             return
         sent_at = event.server_timestamp / 1000
         incoming = IncomingCommand(event.sender, room.room_id, event.event_id, body.strip(), sent_at)
         self.supervisor.spawn(f"command {event.event_id}", self._handle_command(incoming))
+
+    async def _skip_edit(self, room_id: str, event: RoomMessageText, edited: str) -> None:
+        log.info("not running an edit as a command (%s)", event.event_id)
+        await self._audit.record(
+            event.sender,
+            "command:skipped",
+            "edit",
+            room_id=room_id,
+            event_id=event.event_id,
+            args=edited[:500],
+        )
 
     async def _handle_command(self, incoming: IncomingCommand) -> None:
         # A command is handled at most once, whatever the sync replays.

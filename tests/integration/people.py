@@ -34,6 +34,7 @@ from nio import (
     RoomMessageNotice,
     RoomMessageText,
     RoomPreset,
+    RoomRedactResponse,
     RoomSendResponse,
     RoomVisibility,
     SyncError,
@@ -456,34 +457,82 @@ class Person:
         self.client.olm.users_for_key_query.update(room.users)
         await self.client.keys_query()
 
+    async def send_raw(
+        self,
+        room_id: str,
+        event_type: str,
+        content: dict[str, Any],
+        *,
+        encrypted: bool | None = None,
+        relation_in_clear: bool = True,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> str:
+        """Send any event content as it is (a forged edit, a hand-made reaction); returns its event id.
+
+        ``encrypted=None`` encrypts in an encrypted room. ``relation_in_clear=False``
+        keeps ``m.relates_to`` inside the ciphertext only, as a hostile client
+        may: the homeserver then cannot check the relation (e.g. that its
+        target is in the same room), and only the receiving client sees it.
+        """
+        room = self.client.rooms.get(room_id)
+        if encrypted is None:
+            encrypted = room is not None and room.encrypted
+        async with asyncio.timeout(timeout):
+            if encrypted:
+                return await self._send_encrypted(
+                    room_id, event_type, content, relation_in_clear=relation_in_clear
+                )
+            # PUT ourselves: room_send would encrypt in an encrypted room.
+            return await self._put_event(room_id, event_type, content)
+
+    async def redact(self, room_id: str, event_id: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> str:
+        """Redact (remove) an event, e.g. withdraw a reaction; returns the redaction's event id."""
+        async with asyncio.timeout(timeout):
+            response = await self.client.room_redact(room_id, event_id)
+        if not isinstance(response, RoomRedactResponse):
+            raise PersonError(f"{self.user_id} could not redact {event_id} in {room_id}: {response}")
+        redaction_id: str = response.event_id
+        return redaction_id
+
     async def _send_encrypted_reaction(self, room_id: str, content: dict[str, Any]) -> str:
         # room_send would send m.reaction in the clear, and handing it an
         # already-encrypted event would encrypt it twice: share the room key
         # and encrypt as room_send does, then PUT the event ourselves.
+        return await self._send_encrypted(room_id, "m.reaction", content)
+
+    async def _send_encrypted(
+        self, room_id: str, event_type: str, content: dict[str, Any], *, relation_in_clear: bool = True
+    ) -> str:
         client = self.client
         async with self._crypto_lock:
             await self._refresh_member_keys(room_id)
             if client.olm.should_share_group_session(room_id):
                 await client.share_group_session(room_id, ignore_unverified_devices=True)
-            event_type, encrypted = client.encrypt(room_id, "m.reaction", content)
-            path = (
-                f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/"
-                f"{quote(event_type, safe='')}/{uuid.uuid4().hex}"
-            )
-            response = await client.send(
-                "PUT",
-                path,
-                json.dumps(encrypted),
-                headers={
-                    "Authorization": f"Bearer {client.access_token}",
-                    "Content-Type": "application/json",
-                },
-            )
-            async with response:
-                body = await response.json()
+            event_type, encrypted = client.encrypt(room_id, event_type, content)
+            if not relation_in_clear:
+                encrypted.pop("m.relates_to", None)
+            return await self._put_event(room_id, event_type, encrypted)
+
+    async def _put_event(self, room_id: str, event_type: str, content: dict[str, Any]) -> str:
+        client = self.client
+        path = (
+            f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/"
+            f"{quote(event_type, safe='')}/{uuid.uuid4().hex}"
+        )
+        response = await client.send(
+            "PUT",
+            path,
+            json.dumps(content),
+            headers={
+                "Authorization": f"Bearer {client.access_token}",
+                "Content-Type": "application/json",
+            },
+        )
+        async with response:
+            body = await response.json()
         if response.status != 200 or "event_id" not in body:
             raise PersonError(
-                f"{self.user_id} could not send a reaction to {room_id}: {response.status} {body}"
+                f"{self.user_id} could not send {event_type} to {room_id}: {response.status} {body}"
             )
         event_id: str = body["event_id"]
         return event_id
