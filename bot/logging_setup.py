@@ -36,6 +36,10 @@ class RedactingFormatter(logging.Formatter):
             line = super().format(record)
         return self.redact(line)
 
+    def add_secret(self, secret: str) -> None:
+        if len(secret) >= 4 and secret not in self._secrets:
+            self._secrets = sorted([*self._secrets, secret], key=len, reverse=True)
+
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
@@ -53,3 +57,15 @@ def setup_logging(level: str, fmt: str, secrets: Iterable[str]) -> None:
     # nio narrates every event at INFO; keep its warnings only.
     for noisy in ("nio", "peewee", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def mask_secret(secret: str) -> None:
+    """Mask a secret learnt at run time (the access token a login returns) in every later log line.
+
+    nio puts the access token into request URLs, and an error can carry a URL
+    into a log line; configured secrets are masked from the start, this one
+    only once it exists.
+    """
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, RedactingFormatter):
+            handler.formatter.add_secret(secret)

@@ -24,6 +24,7 @@ from nio import (
     WhoamiResponse,
 )
 
+from bot.logging_setup import mask_secret
 from bot.metrics import Metrics
 from bot.store.kv import KeyValueRepo
 from config.settings import MatrixSettings
@@ -127,6 +128,7 @@ class MatrixConnection:
     async def _login_with_password(self) -> None:
         stored = await self._stored_credentials()
         if stored is not None:
+            mask_secret(stored["access_token"])
             self.client.restore_login(self.settings.user_id, stored["device_id"], stored["access_token"])
             who = await self.client.whoami()
             if isinstance(who, WhoamiResponse):
@@ -140,6 +142,7 @@ class MatrixConnection:
         )
         if not isinstance(response, LoginResponse):
             self._raise_for(response)
+        mask_secret(response.access_token)
         await self._kv.set(
             CREDENTIALS_KEY,
             json.dumps(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from bot.logging_setup import RedactingFormatter
+from bot.logging_setup import RedactingFormatter, mask_secret, setup_logging
 
 SECRET = "syt_c2VjcmV0X3Rva2Vu_abcdef"
 
@@ -41,3 +41,20 @@ def test_json_lines_are_masked_too() -> None:
     formatter = RedactingFormatter(None, [SECRET], as_json=True)
     line = formatter.format(_record("x %s", SECRET))
     assert SECRET not in line and '"level": "ERROR"' in line
+
+
+def test_a_secret_learnt_at_run_time_is_masked_from_then_on() -> None:
+    """mask_secret() adds a token (e.g. the one login returns) to the installed formatter's mask."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        setup_logging("INFO", "text", [])
+        formatter = root.handlers[0].formatter
+        assert isinstance(formatter, RedactingFormatter)
+        assert SECRET in formatter.format(_record("GET /sync?access_token=%s", SECRET))
+        mask_secret(SECRET)
+        line = formatter.format(_record("GET /sync?access_token=%s", SECRET))
+        assert SECRET not in line and "access_token=***" in line
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
