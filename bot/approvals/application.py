@@ -82,6 +82,9 @@ class AppView:
     out_of_sync: tuple[ResourceRef, ...]
     sync_options: tuple[str, ...] = ()
     retry: Mapping[str, Any] | None = field(default=None)
+    # Which operation status.operationState describes ("" if none): a new
+    # operation run on the app changes it. See ``operation_marker``.
+    operation_marker: str = ""
 
     @property
     def operation_running(self) -> bool:
@@ -147,6 +150,21 @@ def source_fingerprint(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(encoded.encode()).hexdigest()[:32]
 
 
+def operation_marker(raw_state: Mapping[str, Any]) -> str:
+    """A short fingerprint of the operation ``status.operationState`` is about; "" when there is none.
+
+    The controller keeps the last operation's state until the next operation
+    replaces it, so the marker changes exactly when another operation ran.
+    Stored with a request, it tells a recovering bot whether anything ran on
+    the app since the prompt (its own operation may have, and been replaced).
+    """
+    if not raw_state:
+        return ""
+    identity = {"startedAt": raw_state.get("startedAt"), "operation": raw_state.get("operation")}
+    encoded = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()[:16]
+
+
 def parse_application(obj: Mapping[str, Any]) -> AppView:
     """Read an Application object (as the API returns it) into an ``AppView``.
 
@@ -161,7 +179,8 @@ def parse_application(obj: Mapping[str, Any]) -> AppView:
     # automated: {enabled: false} switches automated sync off explicitly.
     automated_on = isinstance(automated, Mapping) and automated.get("enabled") is not False
     history = [h for h in _list(status.get("history")) if isinstance(h, Mapping)]
-    operation_state = _operation_state(_dict(status.get("operationState")))
+    raw_state = _dict(status.get("operationState"))
+    operation_state = _operation_state(raw_state)
     current = _str(history[-1].get("revision")) if history else ""
     if not current and operation_state is not None and operation_state.phase == "Succeeded":
         current = operation_state.result_revision or ""
@@ -188,6 +207,7 @@ def parse_application(obj: Mapping[str, Any]) -> AppView:
         out_of_sync=out_of_sync,
         sync_options=tuple(o for o in _list(policy.get("syncOptions")) if isinstance(o, str)),
         retry=retry if isinstance(retry, Mapping) else None,
+        operation_marker=operation_marker(raw_state),
     )
 
 

@@ -2,12 +2,19 @@
 
 ``start`` is only ever called by the task whose ``requested → approved``
 compare-and-set won, once. It re-reads the Application, re-checks it, and
-writes the operation with the resourceVersion it read (a 409 means re-read
-and re-check, never "write again blindly"). A write whose outcome is unknown
-(timeout, connection lost) is never repeated: the Application is read to see
-whether our approval id reached it. After a restart a request left in
-``approved`` is only ever *looked at*, never written, so no path can start a
-sync twice.
+writes the operation conditionally on the resourceVersion it read (a 409
+means re-read and re-check, never "write again blindly").
+
+When a write's outcome is unknown (timeout, connection lost, or the process
+died: a request left in ``approved`` at start-up), the bot *recovers*: it
+reads the Application and, if our approval id is in ``.operation`` or
+``status.operationState``, follows it. If it is not there, an earlier write
+either never lands or is still in flight conditional on the resourceVersion
+it was built on; a new write conditional on the resourceVersion just read
+can only succeed if that earlier one did not (and vice versa), so writing
+again is safe, provided nothing else ran on the app since the request (the
+stored operation marker: our operation might have run and been replaced) and
+the target is still the pinned revision. See docs/approvals.md, "Restarts".
 
 Following reads the Application every ``poll_interval_s`` and correlates by
 the approval id in the operation's info (the controller copies it into
@@ -49,6 +56,19 @@ log = logging.getLogger(__name__)
 _CONFLICT_ROUNDS = 5
 # Reads tried before a start gives up on an unreachable cluster.
 _READ_ATTEMPTS = 3
+
+
+# The key, in a request's stored facts, of the Application's operation marker
+# when the prompt was posted (``AppView.operation_marker``).
+OPERATION_BEFORE = "operation_before"
+
+
+def _unconfirmed(reason: str) -> str:
+    return f"could not confirm whether the sync started ({reason}); check Argo CD"
+
+
+class _WriteUnknown(Exception):
+    """The write's answer was lost: it may have been applied, or may still be."""
 
 
 class _NotStarting(Exception):
@@ -97,58 +117,88 @@ class SyncRunner:
         finally:
             self._starting.discard(approval_id)
 
-    async def _start(self, approval_id: str) -> None:
+    async def _start(self, approval_id: str, *, recovering: bool = False) -> None:
         record = await self._repo.get(approval_id)
         if record is None or record.state != State.APPROVED.value:
             return
         gate = self._settings.apps.get(record.app)
         if gate is None:
-            await self._abort(record, "the app is no longer gated in the configuration")
+            reason = "the app is no longer gated in the configuration"
+            if recovering:  # an earlier write may be there: look, do not write
+                await self._look(record, reason)
+            else:
+                await self._abort(record, reason)
             return
+        unknown: str | None = None
         for _ in range(_CONFLICT_ROUNDS):
-            if await self._start_round(record, gate):
-                return
-            log.info("approval %s: the Application changed while starting; re-reading", record.id)
-        await self._abort(record, "the Application kept changing while the sync was being started")
+            try:
+                if await self._start_round(record, gate, recovering=recovering):
+                    return
+                log.info("approval %s: the Application changed while starting; re-reading", record.id)
+            except _WriteUnknown as error:
+                # The write may have landed, or may still land: from now on
+                # every round first looks for it, and writes only if it is
+                # certain that at most one of the writes can succeed.
+                log.warning("approval %s: writing the operation failed (%s); checking", record.id, error)
+                recovering, unknown = True, str(error)
+        if unknown is not None:
+            await self._look(record, unknown)
+        else:
+            await self._abort(record, "the Application kept changing while the sync was being started")
 
-    async def _start_round(self, record: ApprovalRecord, gate: GatedApp) -> bool:
+    async def _start_round(self, record: ApprovalRecord, gate: GatedApp, *, recovering: bool) -> bool:
         """Read, check, write once; False only when the conditional write lost to a concurrent change."""
         try:
-            view = await self._checked_view(record)
-            operation = build_operation(
-                view,
-                approval_id=record.id,
-                requester=record.requester,
-                approvers=(record.decided_by or "").split(", "),
-                revision=record.target_revision,
-                prune=gate.prune,
-                sync_options=gate.sync_options,
-            )
-            patch = operation_patch(view.resource_version, operation)
-            await self._argo.patch(record.namespace, record.application, patch)
+            view = await self._checked_view(record, recovering=recovering)
         except _NotStarting as stop:
             await self._end(record, State.APPROVED, stop.target, {"message": stop.reason})
+            return True
+        if view is None:  # an earlier write of ours landed
+            await self._mark_started(record)
+            return True
+        operation = build_operation(
+            view,
+            approval_id=record.id,
+            requester=record.requester,
+            approvers=(record.decided_by or "").split(", "),
+            revision=record.target_revision,
+            prune=gate.prune,
+            sync_options=gate.sync_options,
+        )
+        try:
+            await self._argo.patch(
+                record.namespace, record.application, operation_patch(view.resource_version, operation)
+            )
         except Conflict:
             return False
         except (TimeoutError, ClusterUnreachable, OSError) as error:
-            # The write may or may not have been applied: look, never write again.
-            log.warning("approval %s: writing the operation failed (%s); checking", record.id, error)
-            await self.resolve_approved(record.id, reason=str(error))
+            raise _WriteUnknown(str(error)) from None
         except KubeError as error:  # refused (403, 422, …): certainly not applied
             await self._abort(record, str(error))
-        else:
-            await self._mark_started(record)
+            return True
+        await self._mark_started(record)
         return True
 
-    async def _checked_view(self, record: ApprovalRecord) -> AppView:
-        """The Application, if it may be synced to the pinned revision now; else ``_NotStarting``."""
+    async def _checked_view(self, record: ApprovalRecord, *, recovering: bool) -> AppView | None:
+        """The Application if the pinned revision may be written now; None if our operation is there.
+
+        Raises ``_NotStarting`` when it may not be written.
+        """
         try:
             view = await self._read(record)
         except (NotFound, MissingCRD):
             missing = f"Argo CD has no Application {record.namespace}/{record.application}"
             raise _NotStarting(State.ABORTED, missing) from None
         except KubeError as error:
-            raise _NotStarting(State.ABORTED, str(error)) from None
+            reason = _unconfirmed(str(error)) if recovering else str(error)
+            raise _NotStarting(State.ABORTED, reason) from None
+        if is_ours(view, record.id):
+            return None
+        if recovering and view.operation_marker != record.facts.get(OPERATION_BEFORE):
+            # Another operation ran since the request: ours may have run
+            # before it and been replaced, leaving no trace. Never guess.
+            reason = _unconfirmed("another operation ran on the Application since the request")
+            raise _NotStarting(State.ABORTED, reason)
         check = check_start(view, record.target_revision, record.source_fingerprint)
         if check.verdict is StartVerdict.MOVED:
             raise _NotStarting(State.REVISION_MOVED, check.reason)
@@ -156,20 +206,21 @@ class SyncRunner:
             raise _NotStarting(State.ABORTED, check.reason)
         return view
 
-    async def resolve_approved(self, approval_id: str, *, reason: str) -> None:
-        """Settle a request left in ``approved`` without writing: started if our operation is there."""
-        record = await self._repo.get(approval_id)
-        if record is None or record.state != State.APPROVED.value:
-            return
+    async def _look(self, record: ApprovalRecord, reason: str) -> None:
+        """Settle a request without writing: started if our operation is there, else aborted.
+
+        Only used when a write may still be in flight, so "aborted" says the
+        bot could not confirm, never that nothing was synced.
+        """
         try:
             view = await self._read(record)
         except KubeError as error:
-            await self._abort(record, f"could not confirm whether the sync started ({error}); check Argo CD")
+            await self._abort(record, _unconfirmed(f"{reason}; {error}"))
             return
         if is_ours(view, record.id):
             await self._mark_started(record)
         else:
-            await self._abort(record, f"the sync was not started ({reason})")
+            await self._abort(record, _unconfirmed(reason))
 
     async def _mark_started(self, record: ApprovalRecord) -> None:
         now = self._clock()
@@ -222,7 +273,13 @@ class SyncRunner:
         for record in await self._repo.in_states([State.APPROVED.value]):
             if record.id in self._starting:
                 continue  # approved by a reaction of the catch-up sync: being started right now
-            await self.resolve_approved(record.id, reason="the bot restarted before the sync was started")
+            # The previous process died between the approval and the answer
+            # to its write (or before writing): recover, as after a lost answer.
+            self._starting.add(record.id)
+            try:
+                await self._start(record.id, recovering=True)
+            finally:
+                self._starting.discard(record.id)
         for record in await self._repo.in_states([State.STARTED.value]):
             self.follow_later(record.id)
 

@@ -32,7 +32,7 @@ from bot.approvals.machine import (
 )
 from bot.approvals.ports import ArgoApplications
 from bot.approvals.render import prompt_content, prompt_facts, render_apps, render_list
-from bot.approvals.runner import SyncRunner
+from bot.approvals.runner import OPERATION_BEFORE, SyncRunner
 from bot.approvals.transitions import Transitions
 from bot.errors import PermissionDenied, UserError
 from bot.kube.errors import KubeError, MissingCRD, NotFound
@@ -143,7 +143,9 @@ class ApprovalService:
             four_eyes=gate.four_eyes,
             created_at=now,
             expires_at=now + gate.expires_after_s,
-            facts=prompt_facts(view, gate.approvers, self._settings.prompt_resources_max),
+            facts=prompt_facts(view, gate.approvers, self._settings.prompt_resources_max)
+            # What a recovery after a crash compares with (see SyncRunner.recover).
+            | {OPERATION_BEFORE: view.operation_marker},
         )
         try:
             await self._post_prompt(new)

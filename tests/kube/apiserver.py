@@ -12,8 +12,10 @@ same port, and a record of every request in RBAC terms.
     server.write_kubeconfig(path)  # a kubeconfig pointing at it
     server.compact()               # older resourceVersions -> 410 Gone
     server.fail(r"/applications", 403)
+    hold = server.hold(r"/applications/cilium$", verb="patch")  # until hold.release()
     with server.unreachable(): ... # connection refused meanwhile
     server.requests                # [("get", "argoproj.io", "applications", "argocd"), ...]
+    server.answers                 # every request with the status it was answered
 """
 
 from __future__ import annotations
@@ -79,11 +81,27 @@ class Fault:
     # How many more requests it applies to; None: all of them.
     remaining: int | None = None
     hits: int = 0
+    # Set for a hold: matching requests wait until it is set (see ``release``).
+    gate: threading.Event | None = None
+
+    def release(self) -> None:
+        """Let the requests a hold keeps go on (and later ones through at once)."""
+        if self.gate is not None:
+            self.gate.set()
 
     def applies(self, path: str, verb: str) -> bool:
         if self.remaining == 0 or (self.verb and self.verb != verb):
             return False
         return bool(self.pattern.search(path))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request and the status it was answered with, whether or not the client was still there."""
+
+    exchange: Exchange
+    verb: str
+    status: int
 
 
 @dataclass(frozen=True)
@@ -112,6 +130,7 @@ class FakeApiServer:
         self.store = ObjectStore(self.definitions)
         self.requests: list[RecordedRequest] = []
         self.exchanges: list[Exchange] = []
+        self.answers: list[Answer] = []
         self._faults: list[Fault] = []
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -211,6 +230,17 @@ class FakeApiServer:
         self._faults.append(fault)
         return fault
 
+    def hold(self, pattern: str, *, verb: str | None = None, times: int | None = None) -> Fault:
+        """Keep matching requests waiting until ``release()``, then answer them normally.
+
+        A client that gives up (or dies) meanwhile does not stop it: the
+        request is still served on release, as a real API server applies a
+        write whose client went away. ``hits`` says a request is being held.
+        """
+        fault = Fault(re.compile(pattern), verb=verb, remaining=times, gate=threading.Event())
+        self._faults.append(fault)
+        return fault
+
     def clear_faults(self) -> None:
         self._faults.clear()
 
@@ -286,16 +316,15 @@ class FakeApiServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.exchanges.append(
-            Exchange(
-                request.method,
-                request.path,
-                dict(request.query),
-                request.headers.get("Content-Type"),
-                request.headers.get("Authorization"),
-                body,
-            )
+        exchange = Exchange(
+            request.method,
+            request.path,
+            dict(request.query),
+            request.headers.get("Content-Type"),
+            request.headers.get("Authorization"),
+            body,
         )
+        self.exchanges.append(exchange)
         discovery = self._discovery(request.path)
         if discovery is not None:
             return web.json_response(discovery)
@@ -306,6 +335,13 @@ class FakeApiServer:
         self.requests.append(
             RecordedRequest(verb, target.rdef.group, target.rdef.plural, _rbac_namespace(target))
         )
+        response = await self._answer(request, verb, target, body)
+        self.answers.append(Answer(exchange, verb, response.status))
+        return response
+
+    async def _answer(
+        self, request: web.Request, verb: str, target: Target, body: bytes
+    ) -> web.StreamResponse:
         for fault in list(self._faults):
             if fault.applies(request.path, verb):
                 fault.hits += 1
@@ -313,6 +349,10 @@ class FakeApiServer:
                     fault.remaining -= 1
                 if fault.delay_s:
                     await asyncio.sleep(fault.delay_s)
+                if fault.gate is not None:
+                    # Polled, not awaited in a thread: a server stop cancels it cleanly.
+                    while not fault.gate.is_set():
+                        await asyncio.sleep(0.02)
                 if fault.status is not None:
                     return _status(_fault_error(fault.status, verb, target))
         try:

@@ -370,3 +370,24 @@ def test_seeding_an_upstream_fixture_makes_it_readable(kube: KubeTarget) -> None
     assert read["metadata"]["resourceVersion"] == seeded["metadata"]["resourceVersion"]
     # The store's counter, not the fixture's resourceVersion (722811357).
     assert int(read["metadata"]["resourceVersion"]) == store.resource_version
+
+
+def test_a_held_write_is_applied_on_release_after_its_client_gave_up(kube: KubeTarget) -> None:
+    """hold(): the PATCH waits; the client times out; on release it is applied and answered 200 anyway."""
+    server = kube.require_server()
+    apps = Apps(kube)
+    apps.create("web")
+    held = server.hold(r"/applications/web$", verb="patch", times=1)
+    api = CustomObjectsApi(kube.client())
+    with pytest.raises(Exception, match="timed out"):
+        api.patch_namespaced_custom_object(
+            GROUP, VERSION, kube.namespace, PLURAL, "web", {"spec": {"project": "late"}}, _request_timeout=0.3
+        )
+    assert held.hits == 1 and apps.get("web")["spec"]["project"] == "default"
+    held.release()
+    deadline = time.monotonic() + TIMEOUT
+    while not (patches := [(a.verb, a.status) for a in server.answers if a.exchange.method == "PATCH"]):
+        assert time.monotonic() < deadline, "the held write was not answered"
+        time.sleep(0.02)
+    assert patches == [("patch", 200)]
+    assert apps.get("web")["spec"]["project"] == "late"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -108,9 +109,15 @@ class FakeArgo:
         self.conflict_next_patch = False
         self.fail_after_applying_next_patch = False
         # The bot process dying mid-write: raised before or after the write is
-        # applied, on the next write or (crash_every_patch) on every write.
-        self.crash_next_patch: str | None = None  # "before" | "after"
+        # applied, or while it is still in flight ("held": the API server has
+        # it and applies it later, see land_held), on the next write or
+        # (crash_every_patch) on every write.
+        self.crash_next_patch: str | None = None  # "before" | "after" | "held"
         self.crash_every_patch: str | None = None
+        # The next write's answer times out while the write is still in flight.
+        self.hold_next_patch = False
+        # Writes sent but not applied yet: (namespace, name, patch).
+        self.held: list[tuple[str, str, dict[str, Any]]] = []
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
@@ -152,15 +159,43 @@ class FakeArgo:
         await asyncio.sleep(self.latency)
         self._check()
         self.patches += 1
+        crash = self.crash_next_patch or self.crash_every_patch
+        if crash == "held" or self.hold_next_patch:
+            self.crash_next_patch = None
+            held, self.hold_next_patch = self.hold_next_patch, False
+            self.held.append((namespace, name, copy.deepcopy(dict(patch))))
+            if held:
+                raise ClusterUnreachable("no answer within 10 s")
+            raise Crash("the bot died while the API server held its write")
+        return self._apply(namespace, name, patch, crash)
+
+    def land_held(self) -> list[bool]:
+        """The API server gets to the writes it held: each applied, or refused (409) if stale."""
+        landed = []
+        for namespace, name, patch in self.held:
+            try:
+                self._apply(namespace, name, patch, None, landing=True)
+            except (Conflict, NotFound):
+                landed.append(False)
+            else:
+                landed.append(True)
+        self.held.clear()
+        return landed
+
+    def _apply(
+        self, namespace: str, name: str, patch: Mapping[str, Any], crash: str | None, *, landing: bool = False
+    ) -> Mapping[str, Any]:
+        """Apply one write; a held one ``landing`` late meets no injected fault, only its resourceVersion."""
         current = self.objects.get((namespace, name))
         if current is None:
             raise NotFound(f'applications.argoproj.io "{name}" not found', status=404)
         wanted = patch.get("metadata", {}).get("resourceVersion")
-        if self.conflict_next_patch or (wanted and wanted != current["metadata"]["resourceVersion"]):
-            self.conflict_next_patch = False
+        injected = self.conflict_next_patch and not landing
+        if injected or (wanted and wanted != current["metadata"]["resourceVersion"]):
+            self.conflict_next_patch = self.conflict_next_patch and landing
             raise Conflict("conflict: the object changed", status=409)
-        crash = self.crash_next_patch or self.crash_every_patch
-        self.crash_next_patch = None
+        if not landing:
+            self.crash_next_patch = None
         if crash == "before":
             raise Crash("the bot died before the write reached the API server")
         body = copy.deepcopy(dict(patch))
@@ -170,7 +205,7 @@ class FakeArgo:
             self.operations.append(copy.deepcopy(dict(patch["operation"])))
         if crash == "after":
             raise Crash("the bot died before it heard the answer")
-        if self.fail_after_applying_next_patch:
+        if self.fail_after_applying_next_patch and not landing:
             self.fail_after_applying_next_patch = False
             raise ClusterUnreachable("no answer within 10 s")
         return copy.deepcopy(stored)
@@ -182,12 +217,14 @@ class FakeArgo:
     # -- playing the Argo CD application controller ------------------------------
 
     def controller_picks_up(self, name: str = "cilium", namespace: str = "argocd") -> None:
-        """Running: the operation is copied into status.operationState."""
+        """Running: the operation is copied into status.operationState, with a start time of its own."""
         obj = self.obj(name, namespace)
+        # Every operation starts at another second, as on a real controller.
+        started = dt.datetime(2024, 3, 5, 7, 33, tzinfo=dt.UTC) + dt.timedelta(seconds=self._version)
         state = {
             "operation": obj["operation"],
             "phase": "Running",
-            "startedAt": "2024-03-05T07:33:03Z",
+            "startedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "message": "one or more tasks are running",
         }
         self.edit({"status": {"operationState": state}}, name, namespace)

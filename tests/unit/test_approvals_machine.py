@@ -332,8 +332,11 @@ class ApprovalInterleavings(RuleBasedStateMachine):
     """Reactions, replays, redactions (before or after their reaction), concurrency, faults, restarts.
 
     A crash (the process dying just before or after the write of the
-    operation) ends the rule with a restart, as Kubernetes would restart the
-    pod; meanwhile the Argo CD controller may have run the operation.
+    operation, or while the API server still holds it) ends the rule with a
+    restart, as Kubernetes would restart the pod; meanwhile the Argo CD
+    controller may have run the operation. A held write lands (or is refused
+    as stale) whenever ``held_writes_land`` says, even after the restarted bot
+    wrote again; someone else may sync the app from Argo CD meanwhile.
     """
 
     def __init__(self) -> None:
@@ -357,7 +360,7 @@ class ApprovalInterleavings(RuleBasedStateMachine):
     @initialize(
         required=st.integers(1, 2),
         four_eyes=st.booleans(),
-        fragile=st.sampled_from((None, "before", "after")),
+        fragile=st.sampled_from((None, "before", "after", "held")),
     )
     def open(self, required: int, four_eyes: bool, fragile: str | None) -> None:
         """``fragile``: in this run the bot dies around every write it makes."""
@@ -403,7 +406,7 @@ class ApprovalInterleavings(RuleBasedStateMachine):
         sender=st.sampled_from(VOTERS),
         key=st.sampled_from(KEYS),
         room=st.sampled_from((ROOM, ROOM, OTHER_ROOM)),
-        dies=st.sampled_from((None, "before", "after")),
+        dies=st.sampled_from((None, "before", "after", "held")),
         controller_meanwhile=st.booleans(),
     )
     def react(self, sender: str, key: str, room: str, dies: str | None, controller_meanwhile: bool) -> None:
@@ -441,7 +444,20 @@ class ApprovalInterleavings(RuleBasedStateMachine):
         """Two ✅ handled concurrently."""
         self.bot(self.new_reaction(first, "✅", ROOM), self.new_reaction(second, "✅", ROOM))
 
-    @rule(fault=st.sampled_from(("conflict", "lost-answer", "down", "up", "crash-before", "crash-after")))
+    @rule(
+        fault=st.sampled_from(
+            (
+                "conflict",
+                "lost-answer",
+                "in-flight",
+                "down",
+                "up",
+                "crash-before",
+                "crash-after",
+                "crash-held",
+            )
+        )
+    )
     def cluster_fault(self, fault: str) -> None:
         """Armed for the next write (or, for down/up, every call until changed)."""
         argo = self.e.argo
@@ -449,6 +465,8 @@ class ApprovalInterleavings(RuleBasedStateMachine):
             argo.conflict_next_patch = True
         elif fault == "lost-answer":
             argo.fail_after_applying_next_patch = True
+        elif fault == "in-flight":
+            argo.hold_next_patch = True
         elif fault.startswith("crash-"):
             argo.crash_next_patch = fault.removeprefix("crash-")
         else:
@@ -466,6 +484,22 @@ class ApprovalInterleavings(RuleBasedStateMachine):
         for approval_id in self.requests:
             if self.run(self.e.state(approval_id)) == State.STARTED.value:
                 self.run(asyncio.wait_for(self.e.service.runner.follow(approval_id), 5))
+
+    @precondition(lambda self: bool(self.e.argo.held))
+    @rule()
+    def held_writes_land(self) -> None:
+        """The API server gets to the writes it held: applied, or 409 if the app changed since."""
+        self.e.argo.land_held()
+
+    @rule(phase=st.sampled_from(("Succeeded", "Failed")))
+    def someone_else_syncs(self, phase: str) -> None:
+        """A person syncs the app from Argo CD (not through the bot), when no operation is running."""
+        argo = self.e.argo
+        if argo.unreachable or parse_application(argo.obj()).operation_running:
+            return
+        argo.edit({"operation": {"info": [{"name": "reason", "value": "ui"}], "sync": {"revision": REV_B}}})
+        argo.controller_picks_up()
+        argo.controller_finishes(phase)
 
     @rule(moved=st.booleans())
     def git_moves(self, moved: bool) -> None:
@@ -492,8 +526,8 @@ class ApprovalInterleavings(RuleBasedStateMachine):
             self.e.argo.controller_finishes()
         self.run(self.e.close())
         self.run(self.e.open())
-        # Only a write can crash, and resume() must never write: if it
-        # did, the invariant reports what that write did.
+        # resume() may write again (recovery), and so die again: the next
+        # restart recovers from that too.
         with contextlib.suppress(Crash):
             self.run(self.e.service.runner.resume())
 

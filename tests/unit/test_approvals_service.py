@@ -446,8 +446,8 @@ async def test_a_write_with_unknown_outcome_is_never_repeated(env: Env) -> None:
     assert await env.state(approval_id) == "started"
 
 
-async def test_restart_mid_start_only_looks(env: Env) -> None:
-    """A request left 'approved' by a crash is settled by reading: started if ours is there, else aborted."""
+async def test_restart_mid_start_follows_ours_and_writes_the_missing_one_once(env: Env) -> None:
+    """Requests left 'approved' by a crash: ours found is followed; one never written is written, once."""
     ours = await env.request()
     await env.react(ours, BOB)
     other = await env.request("metallb")
@@ -458,8 +458,19 @@ async def test_restart_mid_start_only_looks(env: Env) -> None:
     await env.open()
     await env.service.runner.resume()
     assert await env.state(ours) == "started"
-    assert await env.state(other) == "aborted"
-    assert env.argo.patches == 1
+    assert await env.state(other) == "started"
+    assert env.argo.started_for(ours) == 1 and env.argo.started_for(other) == 1
+    assert env.argo.patches == 2
+
+
+async def test_a_write_still_in_flight_and_the_recovery_write_cannot_both_land(env: Env) -> None:
+    """The answer timed out while the API server still held the write: one of the two writes lands."""
+    approval_id = await env.request()
+    env.argo.hold_next_patch = True
+    await env.react(approval_id, BOB)
+    assert await env.state(approval_id) == "started"
+    assert env.argo.land_held() == [False]  # conditional on a resourceVersion that is gone
+    assert env.argo.started_for(approval_id) == 1 and env.argo.patches == 2
 
 
 # --- following -------------------------------------------------------------------
@@ -657,8 +668,8 @@ async def test_death_after_the_write_is_not_written_again_after_restart(
     assert env.argo.started_for(approval_id) == 1
 
 
-async def test_death_before_the_write_aborts_after_restart(env: Env) -> None:
-    """Died before the write: the restart does not write either; it says nothing was synced."""
+async def test_death_before_the_write_writes_once_after_restart(env: Env) -> None:
+    """Died before the write: the restart finds no operation of ours, nothing else ran, so writes it once."""
     approval_id = await env.request()
     env.argo.crash_next_patch = "before"
     with pytest.raises(Crash):
@@ -666,12 +677,62 @@ async def test_death_before_the_write_aborts_after_restart(env: Env) -> None:
     await env.close()
     await env.open()
     await env.service.runner.resume()
+    assert await env.state(approval_id) == "started"
+    assert env.argo.started_for(approval_id) == 1
+
+
+@pytest.mark.parametrize("lands_before_restart", [False, True])
+async def test_death_while_the_write_is_held_starts_one_sync(env: Env, lands_before_restart: bool) -> None:
+    """Died while the API server held the write: whether it lands before or after the restart, one sync."""
+    approval_id = await env.request()
+    env.argo.crash_next_patch = "held"
+    with pytest.raises(Crash):
+        await env.react(approval_id, BOB)
+    if lands_before_restart:
+        assert env.argo.land_held() == [True]
+    await env.close()
+    await env.open()
+    await env.service.runner.resume()
+    assert env.argo.land_held() == ([] if lands_before_restart else [False])
+    assert await env.state(approval_id) == "started"
+    assert env.argo.started_for(approval_id) == 1
+
+
+async def test_death_then_another_operation_is_not_guessed_over(env: Env) -> None:
+    """Died mid-start and another operation ran meanwhile: ours may have run before it; not written again."""
+    approval_id = await env.request()
+    env.argo.crash_next_patch = "after"
+    with pytest.raises(Crash):
+        await env.react(approval_id, BOB)
+    env.argo.controller_picks_up()
+    env.argo.controller_finishes()
+    # Someone syncs again from the Argo CD UI: our operationState is replaced.
+    manual = {"info": [{"name": "reason", "value": "manual"}], "sync": {"revision": REV_B}}
+    env.argo.edit({"operation": manual})
+    env.argo.controller_picks_up()
+    env.argo.controller_finishes()
+    await env.close()
+    await env.open()
+    await env.service.runner.resume()
     record = await env.record(approval_id)
-    assert record.state == "aborted" and env.argo.operations == []
-    assert (
-        record.outcome is not None
-        and "the bot restarted before the sync was started" in record.outcome["message"]
-    )
+    assert record.state == "aborted"
+    assert record.outcome is not None
+    assert "could not confirm whether the sync started" in record.outcome["message"]
+    assert env.argo.started_for(approval_id) == 1
+
+
+async def test_death_then_the_revision_moved_is_not_synced_after_restart(env: Env) -> None:
+    """Died before the write and Git moved meanwhile: the restart refuses the unpinned revision."""
+    approval_id = await env.request()
+    env.argo.crash_next_patch = "before"
+    with pytest.raises(Crash):
+        await env.react(approval_id, BOB)
+    env.argo.edit({"status": {"sync": {"revision": REV_C}}})
+    await env.close()
+    await env.open()
+    await env.service.runner.resume()
+    assert await env.state(approval_id) == "revision_moved"
+    assert env.argo.operations == []
 
 
 async def test_resume_leaves_alone_a_start_in_progress(env: Env) -> None:
