@@ -22,10 +22,10 @@ from tests.faults.approval_world import (
     operation_writes,
     patch_statuses,
 )
+from tests.integration.argo_world import Controller, edit_of, gated, in_thread_of, room_of
 from tests.integration.botprocess import BotProcess
 from tests.integration.fixtures import BotProcessFactory
 from tests.integration.people import Account, PersonFactory
-from tests.integration.test_approvals import Controller, edit_of, gated, in_thread_of, room_of
 from tests.kube.apiserver import FakeApiServer, Fault
 from tests.kube.handle import KubeTarget
 from tests.unit.argo_fake import REV_B, application

@@ -19,9 +19,9 @@ from nio import Event, RoomMessageNotice
 
 from bot.demo.synapse import SynapseServer
 from tests.faults.kube_world import VELERO_WATCHES, cluster_config, relists_logged
+from tests.integration.argo_world import Controller, gated
 from tests.integration.fixtures import BotProcessFactory
 from tests.integration.people import Account, Person, PersonFactory
-from tests.integration.test_approvals import Controller, gated
 from tests.kube import velero_objects as v
 from tests.kube.handle import KubeTarget
 from tests.unit.argo_fake import application

@@ -30,10 +30,10 @@ from typing import Any
 from nio import Event, RoomMessageNotice, RoomMessageText
 
 from bot.demo.synapse import SynapseServer
+from tests.integration.argo_world import Controller, gated
 from tests.integration.botprocess import BotProcess
 from tests.integration.botrunner import bot_config
 from tests.integration.people import Account, Person, register_account
-from tests.integration.test_approvals import Controller, gated
 from tests.kube.handle import KubeTarget
 from tests.unit.argo_fake import application
 
