@@ -85,6 +85,7 @@ def _add_silences(ctx: FeatureContext, parts: FeatureParts, switch: DeadmansSwit
         is_heartbeat=switch.is_heartbeat,
         default_duration=alertmanager.silence_default_duration,
         max_duration=alertmanager.silence_max_duration,
+        prefix=ctx.settings.matrix.command_prefix,
     )
     ctx.extensions.put(SilenceService, service)
     parts.reaction_handlers.append(

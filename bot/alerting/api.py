@@ -2,7 +2,9 @@
 
 Every call has a timeout. Failures become two errors whose messages are safe
 to show in the room: ``AlertmanagerUnreachable`` (network, timeout, 5xx) and
-``AlertmanagerRejected`` (4xx, with Alertmanager's own explanation).
+``AlertmanagerRejected`` (4xx, with Alertmanager's own explanation). A change
+that was sent but never answered (timeout, lost connection) raises
+``AlertmanagerNoAnswer``, a kind of unreachable whose outcome is unknown.
 """
 
 from __future__ import annotations
@@ -18,9 +20,22 @@ from urllib.parse import quote
 import aiohttp
 
 from bot.alerting.matchers import Matcher
-from bot.alerting.models import Alert, AlertmanagerRejected, AlertmanagerUnreachable, Silence
+from bot.alerting.models import (
+    Alert,
+    AlertmanagerNoAnswer,
+    AlertmanagerRejected,
+    AlertmanagerUnreachable,
+    Silence,
+)
 
-__all__ = ["Alert", "AlertmanagerApi", "AlertmanagerRejected", "AlertmanagerUnreachable", "Silence"]
+__all__ = [
+    "Alert",
+    "AlertmanagerApi",
+    "AlertmanagerNoAnswer",
+    "AlertmanagerRejected",
+    "AlertmanagerUnreachable",
+    "Silence",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +123,15 @@ class AlertmanagerApi:
             ):
                 raw = await response.read()
                 status = response.status
-        except TimeoutError:
-            raise AlertmanagerUnreachable(f"no answer within {self._timeout_s:g} s") from None
         except aiohttp.ClientConnectorError as exc:
+            # Never connected: nothing was sent, whatever the method.
             raise AlertmanagerUnreachable(f"cannot connect to {exc.host}:{exc.port}") from None
+        except aiohttp.ConnectionTimeoutError:
+            raise AlertmanagerUnreachable(f"cannot connect within {self._timeout_s:g} s") from None
+        except TimeoutError:
+            raise _no_answer(method, f"no answer within {self._timeout_s:g} s") from None
         except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-            raise AlertmanagerUnreachable(type(exc).__name__) from None
+            raise _no_answer(method, type(exc).__name__) from None
         if status == 500 and b"not found" in raw:
             # Alertmanager 0.25 answers an unknown silence id with a 500.
             raise AlertmanagerRejected(404, _error_text(raw))
@@ -128,6 +146,13 @@ class AlertmanagerApi:
             return json.loads(raw)
         except ValueError:
             raise AlertmanagerUnreachable("the answer was not JSON") from None
+
+
+def _no_answer(method: str, reason: str) -> AlertmanagerUnreachable:
+    """A read that got no answer changed nothing; a change that got none may have been made."""
+    if method in ("GET", "HEAD"):
+        return AlertmanagerUnreachable(reason)
+    return AlertmanagerNoAnswer(reason)
 
 
 def _flag(value: bool) -> str:

@@ -21,6 +21,14 @@ class AlertmanagerUnreachable(UserError):
         self.reason = reason
 
 
+class AlertmanagerNoAnswer(AlertmanagerUnreachable):
+    """A change (POST, DELETE) was sent but no answer came back: a timeout or a lost connection.
+
+    Alertmanager may have made the change before it stopped answering, so
+    whoever asked must not be told it failed.
+    """
+
+
 class AlertmanagerRejected(UserError):
     """Alertmanager refused the request (4xx); the message is its own explanation."""
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from bot.alerting.matchers import Matcher, MatchType
-from bot.alerting.silences import SilenceService
+from bot.alerting.silences import OutcomeUnknown, SilenceService
 from bot.errors import UserError
 from bot.features import Authorizer
 from bot.outbox import EventRef, Outbox
@@ -122,6 +122,9 @@ class SilenceReactionHandler:
             return
         try:
             await self._silence(room_id, sender, root, matchers, event_id)
+        except OutcomeUnknown as error:
+            # Not "failed": the silence may exist.
+            await self._say(room_id, root, Message(f"⚠️ 🔕 by {sender}: {error}"))
         except UserError as error:
             await self._say(room_id, root, Message(f"⚠️ 🔕 by {sender} failed: {error}"))
 

@@ -526,6 +526,8 @@ class AlertRelay:
                 await asyncio.wait_for(stop.wait(), _FLUSH_TICK_S)
             try:
                 await self.flush_deferred()
+            except sqlite3.OperationalError as error:
+                log.warning("alert relay: a deferred digest edit failed (%s); retrying", error)
             except (sqlite3.Error, ValueError):
                 log.exception("alert relay: a deferred digest edit failed; retrying")
 
@@ -555,6 +557,11 @@ class AlertRelay:
                 return
             try:
                 await self.maintain()
+            except sqlite3.OperationalError as error:
+                # Locked or full: an operational condition, not a bug; no stack trace.
+                log.warning(
+                    "alert relay: maintenance failed (%s); retrying in %.0f s", error, MAINTENANCE_INTERVAL_S
+                )
             except (sqlite3.Error, ValueError):
                 log.exception("alert relay: maintenance failed; retrying in %.0f s", MAINTENANCE_INTERVAL_S)
 

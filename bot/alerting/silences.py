@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from bot.alerting.matchers import Matcher, format_matchers
-from bot.alerting.models import Alert, Silence
+from bot.alerting.models import Alert, AlertmanagerNoAnswer, Silence
 from bot.errors import UserError
 from bot.store.audit import AuditRepo
 from config.durations import format_duration
@@ -53,6 +53,10 @@ class AlertmanagerClient(Protocol):
     async def expire_silence(self, silence_id: str) -> None: ...
 
 
+class OutcomeUnknown(UserError):
+    """Alertmanager got the change but did not answer: it may or may not have been made."""
+
+
 class SilenceService:
     """The Alertmanager actions people take from chat."""
 
@@ -65,8 +69,10 @@ class SilenceService:
         is_heartbeat: Callable[[Mapping[str, str]], bool] = lambda _labels: False,
         default_duration: timedelta,
         max_duration: timedelta,
+        prefix: str = "!",
     ) -> None:
         self.client = client
+        self._prefix = prefix
         self._audit = audit
         self._clock = clock
         self._is_heartbeat = is_heartbeat
@@ -108,7 +114,11 @@ class SilenceService:
         event_id: str | None = None,
         via: str = "command",
     ) -> tuple[str, datetime]:
-        """Create a silence as ``user``; return its id and end. Audited either way."""
+        """Create a silence as ``user``; return its id and end. Audited either way.
+
+        ``OutcomeUnknown`` when Alertmanager took the request but never
+        answered: the user is told to look rather than told it failed.
+        """
         if duration > self.max_duration:
             raise UserError("that silence is longer than this bot allows")
         starts = self.now()
@@ -116,6 +126,21 @@ class SilenceService:
         args = f"{format_matchers(matchers)} for {format_duration(duration)} via {via}"
         try:
             silence_id = await self.client.create_silence(matchers, starts, ends, user, comment)
+        except AlertmanagerNoAnswer as error:
+            await self._audit.record(
+                user,
+                "silence:create",
+                "unknown",
+                room_id=room_id,
+                event_id=event_id,
+                args=args,
+                detail=error.reason,
+            )
+            log.warning("silence by %s in %s: Alertmanager did not answer (%s)", user, room_id, error.reason)
+            raise OutcomeUnknown(
+                f"Alertmanager did not answer ({error.reason}), so the silence may have been created"
+                f" anyway: check `{self._prefix}silences` before trying again"
+            ) from None
         except UserError as error:
             await self._audit.record(
                 user,
@@ -140,6 +165,20 @@ class SilenceService:
         silence = await self._resolve(id_or_prefix)
         try:
             await self.client.expire_silence(silence.id)
+        except AlertmanagerNoAnswer as error:
+            await self._audit.record(
+                user,
+                "silence:expire",
+                "unknown",
+                room_id=room_id,
+                event_id=event_id,
+                args=silence.id,
+                detail=error.reason,
+            )
+            raise OutcomeUnknown(
+                f"Alertmanager did not answer ({error.reason}), so silence {silence.id} may have been"
+                f" lifted anyway: check `{self._prefix}silences`"
+            ) from None
         except UserError as error:
             await self._audit.record(
                 user,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -224,7 +225,15 @@ class MatrixConnection:
 
     async def _after_sync(self, response: SyncResponse) -> None:
         # Callbacks ran inside sync(); only now is the token safe to persist.
-        await self._kv.set(SYNC_TOKEN_KEY, response.next_batch)
+        try:
+            await self._kv.set(SYNC_TOKEN_KEY, response.next_batch)
+        except sqlite3.OperationalError as error:
+            # A locked or full store must not end the sync loop (and with it
+            # the bot, and the 503s that tell webhook senders to retry). The
+            # next sync that can write persists a newer token; a restart
+            # before then resumes from the older one, and commands sent
+            # before a start are never run.
+            log.warning("sync token not persisted (%s); syncing on", error)
         if not self.settings.encryption:
             return
         try:

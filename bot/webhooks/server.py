@@ -7,6 +7,7 @@ hook with no token configured is closed, never open.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,6 +29,11 @@ HookHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # names a sender (Alertmanager's receiver) refuses a scoped token for another.
 TOKEN_SCOPE = web.RequestKey("token_scope", object)
 UNSCOPED = None
+# /metrics waits at most this long for values read at scrape time (the
+# outbox depth comes from the store). Behind a locked store that read queues
+# behind writers each waiting out the busy timeout, and the scrape would time
+# out just when the store-fault counters matter; they are served without it.
+METRICS_REFRESH_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -55,6 +61,7 @@ def build_http_app(
     hooks: Mapping[str, HookHandler],
     max_body_bytes: int,
     refresh_metrics: Callable[[], Awaitable[None]] | None = None,
+    refresh_timeout_s: float = METRICS_REFRESH_TIMEOUT_S,
 ) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -67,7 +74,13 @@ def build_http_app(
 
     async def metrics_view(_: web.Request) -> web.Response:
         if refresh_metrics is not None:
-            await refresh_metrics()
+            try:
+                await asyncio.wait_for(refresh_metrics(), refresh_timeout_s)
+            except TimeoutError:
+                log.warning(
+                    "metrics not refreshed within %g s (store busy); serving the last values",
+                    refresh_timeout_s,
+                )
         return web.Response(
             body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

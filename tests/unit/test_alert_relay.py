@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+import bot.alerting.relay as relay_module
 from bot.alerting.relay import DIGEST_EDIT_INTERVAL_S, AlertRelay
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxKind, build_event
@@ -1011,3 +1012,27 @@ def test_rendered_events_never_exceed_the_matrix_limit(
         alerts_renderer.digest([state] * 60),
     ):
         assert event_size_worst_case(message.content()) < MATRIX_EVENT_LIMIT
+
+
+async def test_maintenance_on_a_locked_store_warns_without_a_stack_trace(
+    r: Relay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A locked store is an operational condition: maintenance logs one warning line and goes on."""
+    monkeypatch.setattr(relay_module, "MAINTENANCE_INTERVAL_S", 0.01)
+    await r.db.conn.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(tmp_path / "readybot.sqlite3")
+    stop = asyncio.Event()
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        task = asyncio.create_task(r.relay.run_maintenance(stop))
+        async with asyncio.timeout(10):
+            while "maintenance failed" not in caplog.text:
+                await asyncio.sleep(0.01)
+        stop.set()
+        await task
+    finally:
+        other.rollback()
+        other.close()
+    failures = [rec for rec in caplog.records if "maintenance failed" in rec.getMessage()]
+    assert failures and all(rec.levelname == "WARNING" and rec.exc_info is None for rec in failures)
+    assert "database is locked" in failures[0].getMessage()

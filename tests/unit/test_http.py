@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -56,6 +58,31 @@ async def test_metrics_are_prometheus_text(client: TestClient[web.Request, web.A
     response = await client.get("/metrics")
     assert response.status == 200
     assert "readybot_outbox_depth" in await response.text()
+
+
+async def test_metrics_are_served_when_the_scrape_time_refresh_hangs() -> None:
+    """A refresh stuck behind a locked store is given up after the timeout; the counters are still served."""
+    stuck = asyncio.Event()
+
+    async def refresh() -> None:
+        await stuck.wait()  # never set: a read queued behind writers waiting out a lock
+
+    app = build_http_app(
+        metrics=Metrics(),
+        health=Health(store_open=True),
+        hook_tokens={},
+        hooks={},
+        max_body_bytes=2048,
+        refresh_metrics=refresh,
+        refresh_timeout_s=0.2,
+    )
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        began = time.monotonic()
+        response = await test_client.get("/metrics", timeout=10)
+        took = time.monotonic() - began
+        assert response.status == 200
+        assert "readybot_outbox_depth" in await response.text()
+    assert took < 5
 
 
 @pytest.mark.parametrize(

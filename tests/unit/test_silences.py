@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from bot.alerting.matchers import Matcher, MatchType
-from bot.alerting.models import Alert, AlertmanagerRejected, Silence
+from bot.alerting.models import Alert, AlertmanagerNoAnswer, AlertmanagerRejected, Silence
 from bot.alerting.reaction import SilenceReactionHandler, group_matchers, is_silence_key
-from bot.alerting.silences import SilenceService
+from bot.alerting.silences import OutcomeUnknown, SilenceService
 from bot.errors import UserError
 from bot.features import Authorizer, PowerLookup
 from bot.outbox import Outbox
@@ -42,6 +42,8 @@ class FakeAlertmanager:
     silences_made: list[Silence] = field(default_factory=list)
     firing: list[Alert] = field(default_factory=list)
     refuse: str | None = None
+    # Take the change, then never answer (a hung or dying Alertmanager).
+    no_answer: bool = False
     ids: itertools.count[int] = field(default_factory=itertools.count)
 
     async def alerts(
@@ -71,9 +73,13 @@ class FakeAlertmanager:
         self.silences_made.append(
             Silence(silence_id, tuple(matchers), starts_at, ends_at, created_by, comment, "active")
         )
+        if self.no_answer:
+            raise AlertmanagerNoAnswer("no answer within 2 s")
         return silence_id
 
     async def expire_silence(self, silence_id: str) -> None:
+        if self.no_answer:
+            raise AlertmanagerNoAnswer("ServerDisconnectedError")
         self.silences_made = [
             Silence(s.id, s.matchers, s.starts_at, s.ends_at, s.created_by, s.comment, "expired")
             if s.id == silence_id
@@ -174,6 +180,27 @@ async def test_a_refused_silence_is_audited_as_failed(harness: Harness) -> None:
     assert await harness.audit() == [(ALICE, "silence:create", "failed")]
 
 
+async def test_a_silence_without_an_answer_is_not_called_failed(harness: Harness) -> None:
+    """No answer to a new silence: the user is told it may exist and to check; audited as unknown."""
+    harness.alertmanager.no_answer = True
+    with pytest.raises(OutcomeUnknown) as caught:
+        await harness.service.silence(ALICE, ROOM, [Matcher("a", "b")], timedelta(hours=1), "x")
+    message = str(caught.value)
+    assert "did not answer (no answer within 2 s)" in message
+    assert "may have been created" in message and "check `!silences`" in message
+    assert "failed" not in message and "unreachable" not in message
+    assert await harness.audit() == [(ALICE, "silence:create", "unknown")]
+
+
+async def test_an_unsilence_without_an_answer_is_not_called_failed(harness: Harness) -> None:
+    """No answer to an expiry: the user is told it may be lifted and to check; audited as unknown."""
+    silence_id, _ = await harness.service.silence(ALICE, ROOM, [Matcher("a", "b")], timedelta(hours=1), "x")
+    harness.alertmanager.no_answer = True
+    with pytest.raises(OutcomeUnknown, match="may have been lifted anyway: check `!silences`"):
+        await harness.service.unsilence(ALICE, ROOM, silence_id)
+    assert (ALICE, "silence:expire", "unknown") in await harness.audit()
+
+
 async def test_unsilence_takes_a_unique_prefix_of_a_live_silence(harness: Harness) -> None:
     """A unique prefix (8+ characters) picks a live silence; short, unknown or ambiguous ones are refused."""
     first, _ = await harness.service.silence(ALICE, ROOM, [Matcher("a", "1")], timedelta(hours=1), "x")
@@ -272,3 +299,11 @@ async def test_a_failed_bell_silence_is_reported_in_the_thread(harness: Harness)
     await harness.handler(ROOM, ALICE, GROUP_EVENT, "🔕", "$reaction-1")
     ((body, _),) = await harness.thread_messages()
     assert body.startswith(f"⚠️ 🔕 by {ALICE} failed") and "silence invalid" in body
+
+
+async def test_a_bell_silence_without_an_answer_is_not_reported_as_failed(harness: Harness) -> None:
+    """No answer to a 🔕 silence: the thread says it may exist, never that it failed."""
+    harness.alertmanager.no_answer = True
+    await harness.handler(ROOM, ALICE, GROUP_EVENT, "🔕", "$reaction-1")
+    ((body, _),) = await harness.thread_messages()
+    assert body.startswith(f"⚠️ 🔕 by {ALICE}: Alertmanager did not answer") and "failed" not in body
