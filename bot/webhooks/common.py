@@ -74,6 +74,11 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
         ) from None
     except RecursionError:
         raise PayloadError(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError:
+        # Not a JSONDecodeError: Python refuses integers of more than 4,300
+        # digits (sys.get_int_max_str_digits, CVE-2020-10735) with a plain
+        # ValueError, which would otherwise escape as a 500.
+        raise PayloadError(400, "invalid JSON: a number has too many digits") from None
     if _depth_exceeds(data, MAX_JSON_DEPTH):
         raise PayloadError(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(data, dict):
