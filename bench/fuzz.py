@@ -9,20 +9,29 @@ remaining cases, so one bug does not hide the rest of the budget. Cases are
 counted in the check itself (every call, shrinking included, is a case run;
 "failing" counts the calls that raised).
 
-Prints per target: cases run, failing cases, distinct failures (exception
-type and where it was raised) each with its minimal example, elapsed time.
-Exits 1 if any target failed.
+Hypothesis runs are at most ``_CHUNK`` cases each: one run of 100,000 keeps
+a tree of every choice it explored and grew past 8 GiB here; chunks with
+fresh seeds explore as widely and stay flat. Targets run in ``--jobs``
+processes (one per core by default).
 
-    uv run python bench/fuzz.py [--cases 100000] [--target NAME ...] [--seed N]
+Prints per target: cases run, failing cases, distinct failures (exception
+type and where it was raised) each with its minimal example, elapsed time;
+``--json`` also writes them for bench/reliability.py. Exits 1 if any target
+failed.
+
+    uv run python bench/fuzz.py [--cases 100000] [--target NAME ...] [--seed N] [--jobs N] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +41,8 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from tests.fuzz.targets import Target, all_targets
 
+# Cases per Hypothesis run (see the module docstring).
+_CHUNK = 5_000
 # Consecutive Hypothesis runs that found a failure before the budget ran out:
 # past this, the target is failing everywhere and more runs say nothing new.
 _MAX_FAILED_RUNS = 20
@@ -86,8 +97,9 @@ def run_target(target: Target, cases: int, first_seed: int | None) -> Tally:
     failed_runs = 0
     run = 0
     while tally.cases < cases and failed_runs < _MAX_FAILED_RUNS:
+        budget = min(_CHUNK, cases - tally.cases)
         test = settings(
-            max_examples=cases - tally.cases,
+            max_examples=budget,
             deadline=None,
             database=None,  # every run explores; nothing replayed from an earlier one
             derandomize=False,
@@ -111,9 +123,51 @@ def run_target(target: Target, cases: int, first_seed: int | None) -> Tally:
             failed_runs = 0
             if tally.cases == before:
                 break  # the strategy is exhausted
-            if tally.cases < cases and tally.cases - before < (cases - before) // 2:
+            if tally.cases < cases and tally.cases - before < budget // 2:
                 break  # Hypothesis stopped early: it ran out of distinct cases
     return tally
+
+
+@dataclass
+class TargetResult:
+    """What one target's run printed, and what --json writes."""
+
+    target: str
+    summary: str
+    stats: str
+    cases: int
+    failing: int
+    elapsed_s: float
+    failures: list[str]
+
+    def lines(self) -> list[str]:
+        out = [
+            f"{self.target}: {self.cases} cases run, {self.failing} failing, "
+            f"{len(self.failures)} distinct failures, {self.elapsed_s:.1f} s "
+            f"({1000 * self.elapsed_s / max(1, self.cases):.2f} ms/case)",
+            f"  {self.summary}",
+        ]
+        if self.stats:
+            out.append(f"  {self.stats}")
+        out += ["  FAILURE " + failure.replace("\n", "\n    ") for failure in self.failures]
+        return out
+
+
+def run_named(name: str, cases: int, first_seed: int | None) -> TargetResult:
+    """One target, by name (what a worker process is given: targets hold live resources)."""
+    (target,) = [t for t in all_targets() if t.name == name]
+    began = time.monotonic()
+    try:
+        tally = run_target(target, cases, first_seed)
+    finally:
+        target.close()
+    failures = [
+        f"{kind} at {where}: {message}\n{example}"
+        for (kind, where), (example, message) in tally.distinct.items()
+    ]
+    return TargetResult(
+        name, target.summary, target.stats(), tally.cases, tally.failing, time.monotonic() - began, failures
+    )
 
 
 def main() -> int:
@@ -122,30 +176,22 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=100_000, help="cases per target (default 100,000)")
     parser.add_argument("--target", action="append", choices=names, help="only this target (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the first run of each target")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="targets run at once")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
-    chosen = [t for t in all_targets() if args.target is None or t.name in args.target]
+    chosen = [name for name in names if args.target is None or name in args.target]
     started = time.monotonic()
-    failed = False
-    for target in chosen:
-        began = time.monotonic()
-        try:
-            tally = run_target(target, args.cases, args.seed)
-        finally:
-            target.close()
-        elapsed = time.monotonic() - began
-        failed = failed or bool(tally.distinct)
-        print(
-            f"{target.name}: {tally.cases} cases run, {tally.failing} failing, "
-            f"{len(tally.distinct)} distinct failures, {elapsed:.1f} s "
-            f"({1000 * elapsed / max(1, tally.cases):.2f} ms/case)"
-        )
-        print(f"  {target.summary}")
-        if stats := target.stats():
-            print(f"  {stats}")
-        for (kind, where), (example, message) in tally.distinct.items():
-            print(f"  FAILURE {kind} at {where}: {message}")
-            print("    " + example.replace("\n", "\n    "))
-        sys.stdout.flush()
+    results: list[TargetResult] = []
+    with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(chosen)))) as pool:
+        pending = [pool.submit(run_named, name, args.cases, args.seed) for name in chosen]
+        for future in as_completed(pending):
+            result = future.result()
+            results.append(result)
+            print("\n".join(result.lines()), flush=True)
+    failed = any(result.failures for result in results)
+    results.sort(key=lambda result: chosen.index(result.target))
+    if args.json is not None:
+        args.json.write_text(json.dumps([asdict(result) for result in results], indent=2))
     print(f"total: {len(chosen)} targets, {time.monotonic() - started:.1f} s, {'FAILED' if failed else 'ok'}")
     return 1 if failed else 0
 
