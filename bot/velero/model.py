@@ -216,7 +216,12 @@ def parse_time(value: object) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # Year 1 or 9999 with an offset falls outside datetime (found by fuzzing):
+        # no usable time, as for any other unreadable one.
+        return None
 
 
 def _dict(value: object) -> dict[str, Any]:
