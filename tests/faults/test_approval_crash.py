@@ -8,7 +8,6 @@ whatever the machine's load. The test then plays the Argo CD controller.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from tests.faults.approval_world import (
 )
 from tests.integration.argo_world import Controller, edit_of, gated, in_thread_of, room_of
 from tests.integration.botprocess import BotProcess
+from tests.integration.botrunner import eventually
 from tests.integration.fixtures import BotProcessFactory
 from tests.integration.people import Account, PersonFactory
 from tests.kube.apiserver import FakeApiServer, Fault
@@ -39,19 +39,9 @@ WAIT_S = 60.0
 KILL_POINTS = ["before-write", "write-lands", "write-refused", "after-start"]
 
 
-async def wait_until(check: object, what: str, within_s: float = WAIT_S) -> None:
-    assert callable(check)
-    try:
-        async with asyncio.timeout(within_s):
-            while not check():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {within_s} s waiting for {what}") from None
-
-
 async def kill_while_held(bot: BotProcess, server: FakeApiServer, hold: Fault, what: str) -> None:
     """Wait until the server holds the bot's request, then SIGKILL the bot."""
-    await wait_until(lambda: hold.hits == 1, what)
+    await eventually(lambda: hold.hits == 1, what, WAIT_S)
     await bot.kill()
 
 
@@ -99,7 +89,9 @@ async def test_a_sigkill_mid_approval_leaves_exactly_one_sync_and_one_outcome(
             controller.edit({"status": {"reconciledAt": "2030-01-01T00:00:00Z"}})
         hold.release()
         expected = 200 if kill_point == "write-lands" else 409
-        await wait_until(lambda: patch_statuses(server) == [expected], f"the held write answered {expected}")
+        await eventually(
+            lambda: patch_statuses(server) == [expected], f"the held write answered {expected}", WAIT_S
+        )
     else:
         await bob.react(room, prompt.event_id, "✅")
         await alice.wait_for(edit_of(prompt.event_id, "🔄 Syncing"), timeout=WAIT_S)

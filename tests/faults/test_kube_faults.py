@@ -20,6 +20,7 @@ from nio import Event, RoomMessageNotice
 from bot.demo.synapse import SynapseServer
 from tests.faults.kube_world import VELERO_WATCHES, cluster_config, relists_logged
 from tests.integration.argo_world import Controller, gated
+from tests.integration.botrunner import eventually
 from tests.integration.fixtures import BotProcessFactory
 from tests.integration.people import Account, Person, PersonFactory
 from tests.kube import velero_objects as v
@@ -44,16 +45,6 @@ def from_bot(bot: str, text: str) -> object:
         return isinstance(event, RoomMessageNotice) and event.sender == bot and text in event.body
 
     return matches
-
-
-async def wait_until(check: object, what: str, within_s: float = WAIT_S) -> None:
-    assert callable(check)
-    try:
-        async with asyncio.timeout(within_s):
-            while not check():
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {within_s} s waiting for {what}") from None
 
 
 async def test_an_api_outage_is_answered_clearly_and_velero_repeats_nothing_after_a_410(
@@ -96,7 +87,7 @@ async def test_an_api_outage_is_answered_clearly_and_velero_repeats_nothing_afte
     # Velero finishes a backup meanwhile, and the API server's history is compacted past it.
     put_backup("during-outage", "Completed")
     failing = f"watch of backups.velero.io in {kube.namespace}: cluster unreachable"
-    await wait_until(lambda: failing in process.log_text(), "the bot to see its Backup watch fail")
+    await eventually(lambda: failing in process.log_text(), "the bot to see its Backup watch fail", WAIT_S)
     server.compact()
     server.start()
     outage_s = time.monotonic() - began
