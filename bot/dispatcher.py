@@ -11,7 +11,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from bot.errors import PermissionDenied, UsageError, UserError
+from bot.errors import OutcomeUnknown, PermissionDenied, UsageError, UserError
 from bot.render.message import Message
 from bot.services import CommandContext, Services
 from commands.registry import Command, Reply, UnknownCommand
@@ -80,6 +80,8 @@ class Dispatcher:
             return "denied", None, Message(f"⛔ {denied}")
         except UsageError as error:
             return "usage", str(error), Message(f"⚠️ {error}")
+        except OutcomeUnknown as error:
+            return "unconfirmed", str(error), Message(f"⚠️ {error}")
         except UserError as error:
             return "refused", str(error), Message(f"⚠️ {error}")
         except Exception:

@@ -11,6 +11,13 @@ class UsageError(UserError):
     """Wrong arguments for a command; the reply carries the usage line."""
 
 
+class OutcomeUnknown(UserError):
+    """Another system took the change but never answered: it may or may not have been made.
+
+    Audited as ``unconfirmed``, not ``refused``: the answer tells the user to look.
+    """
+
+
 class PermissionDenied(UserError):
     """The sender may not run this here. The message never names who may."""
 

@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from bot.alerting.matchers import Matcher, MatchType
-from bot.alerting.silences import OutcomeUnknown, SilenceService
-from bot.errors import UserError
+from bot.alerting.silences import SilenceService
+from bot.errors import OutcomeUnknown, UserError
 from bot.features import Authorizer
 from bot.outbox import EventRef, Outbox
 from bot.render.message import Message

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from bot.alerting.matchers import Matcher, format_matchers
 from bot.alerting.models import Alert, AlertmanagerNoAnswer, Silence
-from bot.errors import UserError
+from bot.errors import OutcomeUnknown, UserError
 from bot.store.audit import AuditRepo
 from config.durations import format_duration
 
@@ -51,10 +51,6 @@ class AlertmanagerClient(Protocol):
     ) -> str: ...
 
     async def expire_silence(self, silence_id: str) -> None: ...
-
-
-class OutcomeUnknown(UserError):
-    """Alertmanager got the change but did not answer: it may or may not have been made."""
 
 
 class SilenceService:

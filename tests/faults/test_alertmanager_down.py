@@ -198,6 +198,7 @@ async def test_hung_alertmanager_gets_no_answer_replies_that_never_claim_failure
     assert len(made) == 1  # the request did reach Alertmanager: "may have been created" was the truth
     assert made[0]["id"] in listing_after  # and the advice to check `!silences` finds it
     assert (alice.user_id, "silence:create", "unknown") in audited
+    assert (alice.user_id, "command:silence", "unconfirmed") in audited
     assert (alice.user_id, "command:unsilence", "refused") in audited
     assert lifted.startswith(f"🔔 Silence {kept['id']} lifted by {alice.user_id}")
 

@@ -59,7 +59,7 @@ ADMIN = "@admin:example.org"
 GUEST = "@guest:example.org"
 # A fresh store after this many cases keeps the long run's file (and its queries) small.
 _CASES_PER_STORE = 2_000
-_OUTCOMES = {"ok", "usage", "denied", "refused", "unknown"}
+_OUTCOMES = {"ok", "usage", "denied", "refused", "unconfirmed", "unknown"}
 
 load_all()
 _NAMES = sorted({name for cmd in registry.all() for name in (cmd.name, *cmd.aliases)})
