@@ -24,6 +24,7 @@ from typing import Any
 
 import aiosqlite
 
+from bot.errors import StoreUnavailableError
 from bot.store import migrations
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Database:
         # The task inside ``transaction()``, so its own reads skip the lock
         # (they would deadlock otherwise) and a nested transaction is refused.
         self._owner: asyncio.Task[Any] | None = None
+        self._closed = False
 
     @classmethod
     async def open(cls, path: Path, *, clock: Callable[[], float] = time.time) -> Database:
@@ -68,7 +70,14 @@ class Database:
         return db
 
     async def close(self) -> None:
-        """Close the connection; queued statements finish first."""
+        """Close the connection; queued statements finish first.
+
+        A transaction still waiting for the lock then fails with
+        ``StoreUnavailableError`` (a webhook answers 503 and its sender
+        retries against the next process) instead of meeting a closed
+        connection (a 500 with a traceback).
+        """
+        self._closed = True
         await self._conn.close()
 
     @property
@@ -96,6 +105,8 @@ class Database:
         if task is not None and task is self._owner:
             raise RuntimeError("nested transaction: pass the enclosing tx instead")
         async with self._lock:
+            if self._closed:
+                raise StoreUnavailableError("the store is closed (shutting down)")
             self._owner = task
             try:
                 # IMMEDIATE takes the write lock up front, so a busy file

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import stat
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
+from bot.errors import StoreUnavailableError
 from bot.store import AuditRepo, Database, HandledEvents, KeyValueRepo, SchemaTooNewError
 from bot.store.migrations import MIGRATIONS, migrate, schema_version
 
@@ -179,6 +181,19 @@ async def test_tx_from_a_finished_transaction_is_refused(db: Database) -> None:
         pass
     with pytest.raises(RuntimeError, match="not an open transaction"):
         await KeyValueRepo(db).set("a", "1", tx=tx)
+
+
+async def test_a_transaction_waiting_when_the_store_closes_is_store_unavailable(db_path: Path) -> None:
+    """A write queued on the lock as the store closes fails as StoreUnavailableError (a 503), no crash."""
+    db = await Database.open(db_path)
+    holding = db.transaction()
+    await holding.__aenter__()
+    waiting = asyncio.create_task(KeyValueRepo(db).set("late", "1"))
+    await asyncio.sleep(0.05)  # the write is now queued on the lock
+    await holding.__aexit__(None, None, None)
+    await db.close()
+    with pytest.raises(StoreUnavailableError, match="closed"):
+        await waiting
 
 
 async def test_kv_set_get_overwrite_delete(db: Database) -> None:
