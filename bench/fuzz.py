@@ -9,9 +9,11 @@ remaining cases, so one bug does not hide the rest of the budget. Cases are
 counted in the check itself (every call, shrinking included, is a case run;
 "failing" counts the calls that raised).
 
-Hypothesis runs are at most ``_CHUNK`` cases each: one run of 100,000 keeps
-a tree of every choice it explored and grew past 8 GiB here; chunks with
-fresh seeds explore as widely and stay flat. Targets run in ``--jobs``
+Hypothesis runs are at most ``_CHUNK`` cases each: within a run Hypothesis
+keeps what it explored (a tree of choices, a cache of up to 10,000 recent
+cases), and with the renderers' large inputs one run of 100,000 grew past
+8 GiB here, one of 5,000 to 3.7 GiB; between runs it is freed, so runs of
+1,000 with fresh seeds explore as widely and stay small. Targets run in ``--jobs``
 processes (one per core by default).
 
 Prints per target: cases run, failing cases, distinct failures (exception
@@ -42,7 +44,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from tests.fuzz.targets import Target, all_targets
 
 # Cases per Hypothesis run (see the module docstring).
-_CHUNK = 5_000
+_CHUNK = 1_000
 # Consecutive Hypothesis runs that found a failure before the budget ran out:
 # past this, the target is failing everywhere and more runs say nothing new.
 _MAX_FAILED_RUNS = 20
