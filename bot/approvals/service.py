@@ -9,6 +9,7 @@ the sync is ``SyncRunner``'s job.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,7 @@ Allowed = Callable[[str, str, PermissionRule], Awaitable[bool]]
 # Reaction keys are free text: keep what we store and audit short.
 _MAX_KEY_CHARS = 32
 _PROMPT_RESOLVE_WINDOW_S = 7 * 24 * 3600.0
+_PROMPT_WAIT_POLL_S = 0.1
 # Early redactions are only needed until their reaction shows up.
 _REDACTION_MEMORY_S = 24 * 3600.0
 
@@ -84,6 +86,9 @@ class ApprovalDeps:
     clock: Callable[[], float]
     bot_user_id: str
     new_id: Callable[[], str] = new_approval_id
+    # How long a reaction to an unknown event waits for prompts whose send is
+    # still being recorded (see ``_find_prompt``).
+    prompt_wait_s: float = 5.0
 
 
 class ApprovalService:
@@ -315,12 +320,27 @@ class ApprovalService:
         return bool(await self._repo.in_states([State.REQUESTED.value], room_id=room_id))
 
     async def _find_prompt(self, event_id: str) -> ApprovalRecord | None:
+        """The request whose prompt is ``event_id``, or None.
+
+        A person reacts to a prompt they have seen, but their reaction can
+        reach the bot before the outbox has recorded that prompt's event id
+        (the homeserver answered the send; the commit is queued behind other
+        writes). While prompts without a known event id exist, the lookup is
+        retried for ``prompt_wait_s`` (this runs in the reaction's own task),
+        so such a ✅ is not taken for a reaction to some other message.
+        """
         record = await self._repo.by_prompt_event(event_id)
         if record is not None:
             return record
-        if event_id in await self.resolve_prompts():
-            return await self._repo.by_prompt_event(event_id)
-        return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._deps.prompt_wait_s
+        while True:
+            if event_id in await self.resolve_prompts():
+                return await self._repo.by_prompt_event(event_id)
+            recent = self._clock() - _PROMPT_RESOLVE_WINDOW_S
+            if loop.time() >= deadline or not await self._repo.unresolved_prompts(recent):
+                return None
+            await asyncio.sleep(_PROMPT_WAIT_POLL_S)
 
     async def resolve_prompts(self) -> set[str]:
         """Store the event ids of prompts the outbox has sent since; return them.

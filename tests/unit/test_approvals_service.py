@@ -757,3 +757,27 @@ async def test_the_prompt_survives_the_outbox_pruning_its_row(env: Env) -> None:
     await env.react(approval_id, BOB)
     assert await env.state(approval_id) == "started"
     assert "🔄 Syncing" in (await env.bodies())[-1]
+
+
+async def test_a_reaction_arriving_before_the_prompts_send_is_recorded_counts(env: Env) -> None:
+    """A ✅ that overtakes the outbox's record of the prompt's event id waits for it and counts."""
+    approval_id = await env.service.request("cilium", room_id=ROOM, sender=ALICE, event_id=env.event_id())
+    target = await env.prompt_event(approval_id)  # what the homeserver will answer, not recorded yet
+    reaction = asyncio.create_task(
+        env.service.on_reaction(ROOM, BOB, target, "✅", "$late", sent_at=env.clock())
+    )
+    await asyncio.sleep(0.3)
+    assert not reaction.done()
+    await env.send_all()
+    await asyncio.wait_for(reaction, 5)
+    assert await env.state(approval_id) == "started"
+    assert env.argo.started_for(approval_id) == 1
+
+
+async def test_a_reaction_to_another_event_is_dropped_once_no_prompt_is_unsent(env: Env) -> None:
+    """With every prompt's event id known, a reaction to some other event is ignored at once."""
+    approval_id = await env.request()
+    await asyncio.wait_for(
+        env.service.on_reaction(ROOM, BOB, "$elsewhere", "✅", "$r", sent_at=env.clock()), 0.5
+    )
+    assert await env.state(approval_id) == "requested"
