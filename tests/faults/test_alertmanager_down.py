@@ -61,6 +61,20 @@ async def start(
     return alice, room, bot
 
 
+def api_only_alertmanager(alertmanager: AlertmanagerFactory) -> AlertmanagerServer:
+    """A real Alertmanager whose notifications go nowhere: these tests use only its API."""
+    return alertmanager(receiver_config("http://127.0.0.1:9", "unused-token"))
+
+
+async def set_kept_silence(
+    person: Person, room: str, bot_user: str, server: AlertmanagerServer
+) -> dict[str, Any]:
+    """A silence set while all is well, which no later failure may touch."""
+    await ask(person, room, bot_user, "!silence alertname=Kept 1h set before the outage")
+    (kept,) = silences_of(server, person.user_id, "Kept")
+    return kept
+
+
 async def ask(person: Person, room: str, bot_user: str, line: str) -> str:
     """Send a command and return the bot's reply body."""
     sent = await person.send_text(room, line, wait_members=[bot_user])
@@ -105,13 +119,12 @@ async def test_stopped_alertmanager_gets_unreachable_answers_and_leaves_no_silen
     record_property: Any,
 ) -> None:
     """Alertmanager stopped: all three commands say unreachable, change nothing, and work once it is back."""
-    server = alertmanager(receiver_config("http://127.0.0.1:9", "unused-token"))
+    server = api_only_alertmanager(alertmanager)
     alice, room, bot = await start(
         synapse, bot_account, person_factory, bot_process, tmp_path, server.base_url
     )
     me = bot_account.user_id
-    await ask(alice, room, me, "!silence alertname=Kept 1h set before the outage")
-    (kept,) = silences_of(server, alice.user_id, "Kept")
+    kept = await set_kept_silence(alice, room, me, server)
 
     await asyncio.to_thread(server.stop)
     unreachable = f"Alertmanager unreachable: cannot connect to 127.0.0.1:{server.port}"
@@ -155,13 +168,12 @@ async def test_hung_alertmanager_gets_no_answer_replies_that_never_claim_failure
     record_property: Any,
 ) -> None:
     """Alertmanager paused past the timeout: `!silence` says it may exist (it does); reads say no answer."""
-    server = alertmanager(receiver_config("http://127.0.0.1:9", "unused-token"))
+    server = api_only_alertmanager(alertmanager)
     alice, room, bot = await start(
         synapse, bot_account, person_factory, bot_process, tmp_path, server.base_url
     )
     me = bot_account.user_id
-    await ask(alice, room, me, "!silence alertname=Kept 1h set before the outage")
-    (kept,) = silences_of(server, alice.user_id, "Kept")
+    kept = await set_kept_silence(alice, room, me, server)
 
     with paused(server):
         began = time.monotonic()
@@ -213,7 +225,7 @@ async def test_answer_lost_after_the_silence_was_made_is_reported_as_unknown(
     record_property: Any,
 ) -> None:
     """Alertmanager makes the silence, then its answer is lost: the bot says it may exist, not failed."""
-    server = alertmanager(receiver_config("http://127.0.0.1:9", "unused-token"))
+    server = api_only_alertmanager(alertmanager)
     proxy = AnswerDroppingProxy(server.base_url)
     await proxy.start()
     try:
