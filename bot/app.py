@@ -21,6 +21,8 @@ from bot import __version__
 from bot.dispatcher import Dispatcher
 from bot.features import Authorizer, Extensions, FeatureContext, FeatureParts, PowerLookup, enabled_features
 from bot.matrix.connection import NETWORK_ERRORS, HomeserverUnavailable, MatrixConnection, wait_or_stop
+from bot.matrix.device_trust import DeviceTrust
+from bot.matrix.identity import CrossSigningIdentity, HomeserverRefused
 from bot.matrix.power import RoomPowerLookup
 from bot.matrix.router import Router
 from bot.matrix.transport import NioTransport
@@ -28,7 +30,7 @@ from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxSender
 from bot.render.templates import Templates
 from bot.scheduling import build_scheduler
-from bot.services import Services
+from bot.services import BotDevice, Services
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
 from bot.store.handled import HandledEvents
@@ -77,6 +79,7 @@ class ReadyBot:
         self.connection: MatrixConnection
         self.router: Router
         self._on_ready: list[Callable[[], Awaitable[None]]] = []
+        self.device = BotDevice()
 
     async def run(self, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
@@ -88,6 +91,7 @@ class ReadyBot:
 
             self.connection = MatrixConnection(self.settings.matrix, kv, self.metrics)
             stack.push_async_callback(self.connection.close)
+            self._identity = CrossSigningIdentity(self.connection.client, self.settings.matrix, kv)
             sender = OutboxSender(
                 self.db, NioTransport(self.connection), self.settings.outbox, self.metrics, clock=self.clock
             )
@@ -125,6 +129,7 @@ class ReadyBot:
                 version=__version__,
                 authorizer=authorizer,
                 extensions=extensions,
+                device=self.device,
             )
             dispatcher = Dispatcher(services)
             self.router = Router(
@@ -136,6 +141,9 @@ class ReadyBot:
                 self.metrics,
                 self.started_at,
                 self.clock,
+                DeviceTrust(self._identity.query, time.monotonic)
+                if self.settings.matrix.encryption
+                else None,
             )
             self.router.reaction_handlers.extend(parts.reaction_handlers)
             self.router.redaction_handlers.extend(parts.redaction_handlers)
@@ -163,6 +171,8 @@ class ReadyBot:
         connection, router = self.connection, self.router
         if not await connection.login_until_done(stop):
             return
+        if not await self._cross_sign(stop):
+            return
         if not await self._first_sync(stop):
             return
         try:
@@ -175,8 +185,50 @@ class ReadyBot:
         for callback in self._on_ready:
             await callback()
         self.ready.set()
-        log.info("ready: serving %d room(s)", len(router.allowed_rooms))
+        log.info(
+            "ready: serving %d room(s) as %s, device %s (%s)",
+            len(router.allowed_rooms),
+            connection.user_id,
+            connection.client.device_id,
+            _device_line(self.device),
+        )
         await connection.sync_loop(stop)
+
+    async def _cross_sign(self, stop: asyncio.Event) -> bool:
+        """Make sure the bot's device is cross-signed by the bot's identity; False when stopped first.
+
+        An identity the bot may not use or replace (``IdentityConflict``) ends
+        the start (exit 78). A homeserver that refuses a request is logged
+        and the bot runs on unsigned: legacy clients can still talk to it,
+        and ``readybot_device_cross_signed`` 0 raises the alert.
+        """
+        matrix = self.settings.matrix
+        self.device.device_id = self.connection.client.device_id
+        if not (matrix.encryption and matrix.cross_signing.enabled):
+            self.metrics.device_cross_signed.set(0)
+            return True
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                status = await self._identity.ensure()
+            except NETWORK_ERRORS as error:
+                log.warning(
+                    "cross-signing check failed (%s); retrying in %.0f s", type(error).__name__, delay
+                )
+                if await wait_or_stop(stop, delay):
+                    return False
+                delay = min(delay * 2, matrix.max_retry_backoff_s)
+                continue
+            except HomeserverRefused as error:
+                log.error("the bot's device stays unsigned: %s", error)
+                self.device.checked = True
+                self.metrics.device_cross_signed.set(0)
+                return True
+            self.device.checked = True
+            self.device.cross_signed = status.cross_signed
+            self.metrics.device_cross_signed.set(1 if status.cross_signed else 0)
+            return True
+        return False
 
     async def _first_sync(self, stop: asyncio.Event) -> bool:
         """Resolve the rooms and make the start-up sync, retrying while the homeserver is away.
@@ -256,6 +308,12 @@ class ReadyBot:
         # while the sender is backing off; the oldest age is computed by the
         # sender's gauge function.
         self.metrics.outbox_depth.set((await self.outbox.stats()).depth)
+
+
+def _device_line(device: BotDevice) -> str:
+    if not device.checked:
+        return "cross-signing off"
+    return "cross-signed by its owner" if device.cross_signed else "NOT cross-signed by its owner"
 
 
 async def run_app(settings: Settings, *, stop: asyncio.Event | None = None) -> None:

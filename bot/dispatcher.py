@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 
 from bot.errors import OutcomeUnknown, PermissionDenied, UsageError, UserError
+from bot.matrix.device_trust import UNENCRYPTED, SenderDevice
 from bot.render.message import Message
 from bot.services import CommandContext, Services
 from commands.registry import Command, Reply, UnknownCommand
@@ -29,6 +30,7 @@ class IncomingCommand:
     event_id: str
     body: str
     sent_at: float
+    sender_device: SenderDevice = UNENCRYPTED
 
 
 class Dispatcher:
@@ -74,6 +76,7 @@ class Dispatcher:
                 event_id=incoming.event_id,
                 sent_at=incoming.sent_at,
                 services=self._services,
+                sender_device=incoming.sender_device,
             )
             return "ok", None, await cmd.handler(ctx, *args)
         except PermissionDenied as denied:
@@ -94,6 +97,8 @@ class Dispatcher:
         decision = await self._services.authorizer.check(incoming.sender, incoming.room_id, rule)
         if not decision.allowed:
             raise PermissionDenied(decision.reason)
+        if rule.require_cross_signed_device and not incoming.sender_device.cross_signed:
+            raise PermissionDenied(unsigned_device_refusal(incoming.sender_device))
 
     async def _answer(self, incoming: IncomingCommand, reply: Reply) -> None:
         if reply is None:
@@ -110,6 +115,7 @@ class Dispatcher:
     async def _audit(
         self, incoming: IncomingCommand, action: str, outcome: str, *, args: str, detail: str | None = None
     ) -> None:
+        device = incoming.sender_device
         await self._services.audit.record(
             incoming.sender,
             action,
@@ -118,4 +124,20 @@ class Dispatcher:
             event_id=incoming.event_id,
             args=args[:_MAX_AUDIT_ARGS],
             detail=detail,
+            sender_device=device.device_id,
+            cross_signed=device.cross_signed if device.encrypted else None,
         )
+
+
+def unsigned_device_refusal(device: SenderDevice) -> str:
+    """Why a command that needs a cross-signed device was refused, and what the sender can do."""
+    if not device.encrypted:
+        why = "your message was not encrypted"
+    elif device.device_id is None:
+        why = "the bot could not tell which device sent it"
+    else:
+        why = f"your device {device.device_id} is not cross-signed by you"
+    return (
+        f"this command must come encrypted from a device you have verified (cross-signed); {why}. "
+        "Verify this session from another of your devices, or with your recovery key, then send it again."
+    )

@@ -55,6 +55,12 @@ class Metrics:
             "Encrypted events the bot could not decrypt.",
             registry=self.registry,
         )
+        self.device_cross_signed = Gauge(
+            "readybot_device_cross_signed",
+            "1 when the bot's Matrix device is cross-signed by the bot's own identity; Element in its "
+            "2026 default mode neither reads nor sends to the bot's device otherwise.",
+            registry=self.registry,
+        )
         self.ready = Gauge(
             "readybot_ready",
             "1 once the first sync is done and the store is open.",

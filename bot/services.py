@@ -7,8 +7,10 @@ free of nio, aiohttp and kubernetes imports and easy to test.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from bot.matrix.device_trust import UNENCRYPTED, SenderDevice
 
 if TYPE_CHECKING:
     from bot.features import Authorizer, Extensions
@@ -18,6 +20,19 @@ if TYPE_CHECKING:
     from bot.store.audit import AuditRepo
     from commands.registry import CommandRegistry
     from config.settings import Settings
+
+
+@dataclass
+class BotDevice:
+    """The bot's own Matrix device and whether its owner (the bot's identity) has cross-signed it.
+
+    Filled in at start-up, once the identity is checked; read by ``!ping``.
+    """
+
+    device_id: str | None = None
+    cross_signed: bool = False
+    # False when encryption or cross-signing is switched off in the configuration.
+    checked: bool = False
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,7 @@ class Services:
     authorizer: Authorizer
     # Services of features (Alertmanager client, approvals, …) by type.
     extensions: Extensions
+    device: BotDevice = field(default_factory=BotDevice)
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,8 @@ class CommandContext:
     # The homeserver's timestamp of the command event, in seconds.
     sent_at: float
     services: Services
+    # The device the command came from (encrypted events only).
+    sender_device: SenderDevice = UNENCRYPTED
 
     @property
     def prefix(self) -> str:

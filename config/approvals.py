@@ -40,6 +40,10 @@ class GatedApp(Section):
     expires_after_s: float = Field(default=1800.0, ge=1.0, le=7 * 24 * 3600.0)
     # The requester's own ✅ does not count.
     four_eyes: bool = True
+    # A ✅ proves no device (Element sends reactions unencrypted): with this
+    # set, !sync must come from a device cross-signed by its sender, and only
+    # `!approve <id>` sent encrypted from such a device approves.
+    require_cross_signed_device: bool = False
     # Written into the sync operation: delete resources no longer in Git.
     prune: bool = False
     # Added to the Application's own spec.syncPolicy.syncOptions (a key given

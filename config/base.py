@@ -20,6 +20,10 @@ class PermissionRule(Section):
 
     users: list[str] = Field(default_factory=list)
     min_power_level: int | None = Field(default=None, ge=0)
+    # Also require the command to arrive encrypted from a device its sender
+    # has cross-signed: a stolen access token alone (a new, unsigned device,
+    # or plain unencrypted requests) can then not run it.
+    require_cross_signed_device: bool = False
 
     @property
     def is_open(self) -> bool:

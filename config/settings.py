@@ -46,6 +46,16 @@ def _not_empty_secret(value: SecretStr) -> SecretStr:
     return value
 
 
+class CrossSigningSettings(Section):
+    """The bot's cross-signing identity (Element only talks to cross-signed devices since 2026)."""
+
+    # Make, recover or keep the identity and sign the bot's device on start.
+    enabled: bool = True
+    # Replace an identity the bot does not hold (made in Element, or lost
+    # with the bot's state). People's clients show that the identity changed.
+    reset: bool = False
+
+
 class MatrixSettings(Section):
     """How the bot reaches its homeserver and which rooms it serves."""
 
@@ -58,6 +68,11 @@ class MatrixSettings(Section):
     access_token: SecretStr | None = None
     device_name: str = "readybot"
     encryption: bool = True
+    cross_signing: CrossSigningSettings = Field(default_factory=CrossSigningSettings)
+    # The account's recovery key (Element: Settings → Encryption → Recovery),
+    # used when the account already has a cross-signing identity the bot does
+    # not hold: its private keys are decrypted from secret storage.
+    recovery_key: SecretStr | None = None
     # The nio crypto store; must persist across restarts or the bot loses the
     # keys it needs to read its encrypted rooms.
     store_dir: Path = Path("state/crypto")
@@ -90,7 +105,7 @@ class MatrixSettings(Section):
                 raise ValueError("each room must be a room id (!…) or an alias (#…:server)")
         return value
 
-    @field_validator("password", "access_token")
+    @field_validator("password", "access_token", "recovery_key")
     @classmethod
     def _secret_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
         # An empty variable (a Helm value left blank) is a mistake, not a

@@ -128,6 +128,19 @@ class MatrixConnection:
 
     async def _login_with_password(self) -> None:
         stored = await self._stored_credentials()
+        if (
+            stored is not None
+            and self.settings.encryption
+            and not self._crypto_store_exists(stored["device_id"])
+        ):
+            # The device's keys are gone with its crypto store. Reusing the
+            # device id would publish new identity keys under an old device
+            # id, which people's clients refuse as a possible attack; a new
+            # device (signed again by our identity on start) is the clean way.
+            log.warning(
+                "the crypto store of device %s is missing; logging in as a new device", stored["device_id"]
+            )
+            stored = None
         if stored is not None:
             mask_secret(stored["access_token"])
             self.client.restore_login(self.settings.user_id, stored["device_id"], stored["access_token"])
@@ -155,6 +168,10 @@ class MatrixConnection:
                 }
             ),
         )
+
+    def _crypto_store_exists(self, device_id: str) -> bool:
+        # nio keeps one SQLite file per account and device in the store directory.
+        return (self.settings.store_dir / f"{self.settings.user_id}_{device_id}.db").exists()
 
     async def _stored_credentials(self) -> dict[str, str] | None:
         raw = await self._kv.get(CREDENTIALS_KEY)

@@ -8,6 +8,7 @@ supervised task with its own error boundary.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ from nio import (
 
 from bot.dispatcher import Dispatcher, IncomingCommand
 from bot.matrix.connection import MatrixConnection
+from bot.matrix.device_trust import DeviceTrust, SessionFacts, session_facts
 from bot.metrics import Metrics
 from bot.permissions import matches_user
 from bot.store.audit import AuditRepo
@@ -114,7 +116,9 @@ class Router:
         metrics: Metrics,
         started_at: float,
         clock: Callable[[], float],
+        device_trust: DeviceTrust | None = None,
     ) -> None:
+        self._device_trust = device_trust
         self._settings = settings
         self._connection = connection
         self._dispatcher = dispatcher
@@ -180,7 +184,10 @@ class Router:
             return
         sent_at = event.server_timestamp / 1000
         incoming = IncomingCommand(event.sender, room.room_id, event.event_id, body.strip(), sent_at)
-        self.supervisor.spawn(f"command {event.event_id}", self._handle_command(incoming))
+        # Read now, while nio's session store surely holds the session; the
+        # lookup of the sender's devices (network) happens in the task.
+        session = session_facts(self._connection.client, room.room_id, event)
+        self.supervisor.spawn(f"command {event.event_id}", self._handle_command(incoming, session))
 
     async def _skip_edit(self, room_id: str, event: RoomMessageText, edited: str) -> None:
         log.info("not running an edit as a command (%s)", event.event_id)
@@ -193,10 +200,13 @@ class Router:
             args=edited[:500],
         )
 
-    async def _handle_command(self, incoming: IncomingCommand) -> None:
+    async def _handle_command(self, incoming: IncomingCommand, session: SessionFacts | None = None) -> None:
         # A command is handled at most once, whatever the sync replays.
         if not await self._handled.claim(incoming.event_id):
             return
+        if self._device_trust is not None and session is not None:
+            device = await self._device_trust.resolve(incoming.sender, session)
+            incoming = dataclasses.replace(incoming, sender_device=device)
         if incoming.sent_at < self._started_at:
             # Sent while the bot was down: running it now could surprise
             # (a sync nobody is watching for). Recorded, not run.

@@ -20,6 +20,10 @@ class AuditEntry:
     args: str | None
     outcome: str
     detail: str | None
+    # The device a command was sent from, and whether its owner cross-signed
+    # it; None where not known (a reaction, an unencrypted message).
+    sender_device: str | None = None
+    cross_signed: bool | None = None
 
 
 class AuditRepo:
@@ -36,14 +40,28 @@ class AuditRepo:
         event_id: str | None = None,
         args: str | None = None,
         detail: str | None = None,
+        sender_device: str | None = None,
+        cross_signed: bool | None = None,
         tx: aiosqlite.Connection | None = None,
     ) -> int:
         """Append one entry stamped with the store's clock; return its id."""
+        signed = None if cross_signed is None else int(cross_signed)
         async with self._db.transaction(tx) as conn:
             cursor = await conn.execute(
-                "INSERT INTO audit (at, actor, room_id, event_id, action, args, outcome, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (self._db.clock(), actor, room_id, event_id, action, args, outcome, detail),
+                "INSERT INTO audit (at, actor, room_id, event_id, action, args, outcome, detail,"
+                " sender_device, cross_signed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    self._db.clock(),
+                    actor,
+                    room_id,
+                    event_id,
+                    action,
+                    args,
+                    outcome,
+                    detail,
+                    sender_device,
+                    signed,
+                ),
             )
             entry_id = cursor.lastrowid
         assert entry_id is not None  # an INSERT always sets it
@@ -52,8 +70,13 @@ class AuditRepo:
     async def recent(self, limit: int = 50) -> list[AuditEntry]:
         """The newest ``limit`` entries, newest first."""
         rows = await self._db.fetchall(
-            "SELECT id, at, actor, room_id, event_id, action, args, outcome, detail"
-            " FROM audit ORDER BY at DESC, id DESC LIMIT ?",
+            "SELECT id, at, actor, room_id, event_id, action, args, outcome, detail,"
+            " sender_device, cross_signed FROM audit ORDER BY at DESC, id DESC LIMIT ?",
             (limit,),
         )
-        return [AuditEntry(**dict(row)) for row in rows]
+        entries = []
+        for row in rows:
+            values = dict(row)
+            signed = values.pop("cross_signed")
+            entries.append(AuditEntry(**values, cross_signed=None if signed is None else bool(signed)))
+        return entries

@@ -101,6 +101,12 @@ async def _v1_initial(conn: aiosqlite.Connection) -> None:
     await conn.execute("CREATE INDEX outbox_pending ON outbox (room_id, id) WHERE state = 'pending'")
 
 
+async def _v9_audit_sender_device(conn: aiosqlite.Connection) -> None:
+    """Which device a command came from, and whether its owner had cross-signed it (NULL: unknown)."""
+    await conn.execute("ALTER TABLE audit ADD COLUMN sender_device TEXT")
+    await conn.execute("ALTER TABLE audit ADD COLUMN cross_signed INTEGER")
+
+
 MIGRATIONS: Sequence[Migration] = (
     _v1_initial,
     migrate_heartbeats,
@@ -110,6 +116,7 @@ MIGRATIONS: Sequence[Migration] = (
     migrate_falco,
     migrate_outbox_media,
     migrate_readiness,
+    _v9_audit_sender_device,
 )
 
 

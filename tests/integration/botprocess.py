@@ -90,6 +90,17 @@ class BotProcess:
             await asyncio.sleep(0.1)
         raise AssertionError(f"the bot's HTTP server did not answer within {timeout_s} s:\n{self.log_tail()}")
 
+    async def wait_exit(self, timeout_s: float = READY_TIMEOUT_S) -> int:
+        """Until the process ends by itself (a refused start); its exit code."""
+        process = self.process
+        assert process is not None
+        try:
+            return await asyncio.to_thread(process.wait, timeout_s)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
     async def kill(self) -> int:
         """SIGKILL: no handler, no drain, no flush; whatever was not committed is gone."""
         return await self._signal(signal.SIGKILL)

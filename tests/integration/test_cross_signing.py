@@ -1,0 +1,162 @@
+"""The bot's cross-signing identity against a real Synapse: made, kept, re-signed, refused, reset.
+
+What Element's 2026 mode sees of it is in ``test_element.py``; these tests
+read the homeserver's published keys directly (``/keys/query``) and check
+the signatures with the same code a client would need to trust the bot.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from nio import AsyncClient, LoginResponse
+
+from bot.demo.synapse import SynapseServer
+from bot.matrix.cross_signing import CrossSigningKeys, device_signed_by_owner, published_identity
+from bot.matrix.identity import raw_request
+from tests.integration.botrunner import RunningBot, bot_config, bot_settings
+from tests.integration.fixtures import BotProcessFactory
+from tests.integration.people import Account
+from tests.integration.test_bot import ServeAlice
+from tests.integration.test_bot import serve_alice as serve_alice  # noqa: F401 - a fixture used here too
+
+
+async def published(client: AsyncClient, user_id: str) -> dict[str, Any]:
+    """What anyone's client learns of ``user_id``'s keys."""
+    status, answer = await raw_request(
+        client, "POST", "/_matrix/client/v3/keys/query", {"device_keys": {user_id: []}}
+    )
+    assert status == 200, answer
+    return answer
+
+
+async def own_identity_from_outside(synapse: SynapseServer, account: Account) -> str:
+    """Give ``account`` a cross-signing identity the bot does not hold (as Element would); its master key."""
+    client = AsyncClient(synapse.base_url, account.user_id)
+    try:
+        login = await client.login(account.password, device_name="element elsewhere")
+        assert isinstance(login, LoginResponse)
+        keys = CrossSigningKeys.generate()
+        status, answer = await raw_request(
+            client, "POST", "/_matrix/client/v3/keys/device_signing/upload", keys.upload_body(account.user_id)
+        )
+        assert status == 200, answer
+        return keys.public_keys()["master"]
+    finally:
+        await client.close()
+
+
+async def test_first_start_cross_signs_the_bots_device(bot_account: Account, serve_alice: ServeAlice) -> None:
+    """On its first start the bot publishes an identity and its device carries a valid self-signing signature."""
+    alice, room, runner = await serve_alice()
+    assert runner.bot is not None
+    device = runner.bot.connection.client.device_id
+
+    query = await published(alice.client, bot_account.user_id)
+
+    assert published_identity(query, bot_account.user_id).self_signing_valid
+    assert device_signed_by_owner(query, bot_account.user_id, device)
+    assert runner.bot.metrics.device_cross_signed._value.get() == 1
+    command = await alice.send_text(room, "!ping", wait_members=[bot_account.user_id])
+    reply = await alice.wait_for_reply(room, bot_account.user_id, after_event_id=command)
+    assert f"this device ({device}) is verified by its owner" in reply.body
+
+
+async def test_restart_keeps_the_identity_and_the_signature(
+    synapse: SynapseServer,
+    bot_account: Account,
+    bots: list[RunningBot],
+    tmp_path: Path,
+    serve_alice: ServeAlice,
+) -> None:
+    """A restart reuses the device and the identity: same master key, device still signed, nothing re-uploaded."""
+    alice, _, runner = await serve_alice()
+    assert runner.bot is not None
+    device = runner.bot.connection.client.device_id
+    before = published_identity(await published(alice.client, bot_account.user_id), bot_account.user_id)
+
+    await runner.stop()
+    await runner.start()
+    assert runner.bot is not None
+
+    query = await published(alice.client, bot_account.user_id)
+    assert runner.bot.connection.client.device_id == device
+    assert published_identity(query, bot_account.user_id) == before
+    assert device_signed_by_owner(query, bot_account.user_id, device)
+
+
+async def test_lost_crypto_store_gives_a_new_device_signed_by_the_same_identity(
+    bot_account: Account, serve_alice: ServeAlice
+) -> None:
+    """With its crypto store wiped the bot logs in as a new device, signed by the unchanged identity, no manual step."""
+    alice, room, runner = await serve_alice()
+    assert runner.bot is not None
+    old_device = runner.bot.connection.client.device_id
+    master = published_identity(
+        await published(alice.client, bot_account.user_id), bot_account.user_id
+    ).master
+
+    await runner.stop()
+    shutil.rmtree(runner.settings.matrix.store_dir)
+    await runner.start()
+    assert runner.bot is not None
+
+    new_device = runner.bot.connection.client.device_id
+    query = await published(alice.client, bot_account.user_id)
+    assert new_device != old_device
+    assert published_identity(query, bot_account.user_id).master == master
+    assert device_signed_by_owner(query, bot_account.user_id, new_device)
+    command = await alice.send_text(room, "!ping", wait_members=[bot_account.user_id])
+    reply = await alice.wait_for_reply(room, bot_account.user_id, after_event_id=command)
+    assert reply.body.startswith("pong")
+
+
+async def test_identity_the_bot_does_not_hold_stops_the_start_with_exit_78(
+    synapse: SynapseServer, bot_account: Account, bot_process: BotProcessFactory, tmp_path: Path
+) -> None:
+    """An existing identity without recovery key or reset: exit 78, one line naming both options, nothing replaced."""
+    master = await own_identity_from_outside(synapse, bot_account)
+    process = bot_process(bot_config(synapse.base_url, bot_account, tmp_path / "bot", []))
+
+    process.start()
+    code = await process.wait_exit(timeout_s=60)
+
+    assert code == 78, process.log_tail()
+    lines = [
+        line for line in process.log_text().splitlines() if "already has a cross-signing identity" in line
+    ]
+    assert len(lines) == 1, process.log_tail()
+    assert "matrix.recovery_key" in lines[0] and "matrix.cross_signing.reset: true" in lines[0]
+    client = AsyncClient(synapse.base_url, bot_account.user_id)
+    try:
+        assert isinstance(await client.login(bot_account.password), LoginResponse)
+        assert (
+            published_identity(await published(client, bot_account.user_id), bot_account.user_id).master
+            == master
+        )
+    finally:
+        await client.close()
+
+
+async def test_reset_replaces_an_identity_only_when_asked(
+    synapse: SynapseServer, bot_account: Account, bots: list[RunningBot], tmp_path: Path
+) -> None:
+    """With matrix.cross_signing.reset the foreign identity is replaced (password UIA) and the device signed by the new one."""
+    old_master = await own_identity_from_outside(synapse, bot_account)
+    settings = bot_settings(synapse.base_url, bot_account, tmp_path / "bot", [])
+    reset = settings.matrix.cross_signing.model_copy(update={"reset": True})
+    settings = settings.model_copy(
+        update={"matrix": settings.matrix.model_copy(update={"cross_signing": reset})}
+    )
+    runner = RunningBot(settings)
+    bots.append(runner)
+
+    await runner.start()
+    assert runner.bot is not None
+
+    query = await published(runner.bot.connection.client, bot_account.user_id)
+    identity = published_identity(query, bot_account.user_id)
+    assert identity.master is not None and identity.master != old_master
+    assert device_signed_by_owner(query, bot_account.user_id, runner.bot.connection.client.device_id)
