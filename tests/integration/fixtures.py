@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from bot.demo.synapse import SYNAPSE_MISSING, SynapseServer, find_synapse_python
+from commands.registry import CommandRegistry
 
 from .alertmanager import AlertmanagerServer, find_alertmanager
 from .botprocess import BotProcess
-from .botrunner import RunningBot
+from .botrunner import RunningBot, bot_settings
 from .people import Account, Person, PersonFactory, register_account
 
 _TESTS = Path(__file__).parent.parent.resolve()
@@ -156,3 +157,54 @@ def bot_process(synapse: SynapseServer, tmp_path: Path) -> Iterator[BotProcessFa
     finally:
         for process in processes:
             process.close()
+
+
+# -- the bot serving one person's encrypted room ------------------------------------
+
+
+async def start_bot(
+    bots: list[RunningBot],
+    synapse: SynapseServer,
+    account: Account,
+    state: Path,
+    rooms: list[str],
+    registry: CommandRegistry | None = None,
+    **sections: Any,
+) -> RunningBot:
+    runner = RunningBot(bot_settings(synapse.base_url, account, state, rooms, **sections), registry)
+    bots.append(runner)
+    await runner.start()
+    return runner
+
+
+class Served(NamedTuple):
+    alice: Person
+    room: str
+    runner: RunningBot
+
+
+ServeAlice = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+def serve_alice(
+    synapse: SynapseServer,
+    bot_account: Account,
+    person_factory: PersonFactory,
+    bots: list[RunningBot],
+    tmp_path: Path,
+) -> ServeAlice:
+    """``await serve_alice(**sections)``: Alice's encrypted room, the bot serving it and joined."""
+
+    async def serve(registry: CommandRegistry | None = None, **sections: Any) -> Served:
+        alice = await person_factory("alice")
+        room = await room_with_bot(alice, bot_account.user_id)
+        runner = await start_bot(bots, synapse, bot_account, tmp_path / "bot", [room], registry, **sections)
+        await alice.wait_joined(room, bot_account.user_id)
+        return Served(alice, room, runner)
+
+    return serve
+
+
+async def room_with_bot(person: Person, bot_user: str) -> str:
+    return await person.create_room("alerts", encrypted=True, invite=[bot_user])

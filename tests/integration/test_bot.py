@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from nio import RoomMemberEvent, RoomMessageNotice
@@ -16,58 +16,11 @@ from bot.services import CommandContext
 from commands.help import help as help_command
 from commands.ping import ping as ping_command
 from commands.registry import CommandRegistry
-from tests.integration.botrunner import RunningBot, bot_settings
+from tests.integration.botrunner import RunningBot
+from tests.integration.fixtures import ServeAlice, room_with_bot, start_bot
 from tests.integration.people import Account, Person, PersonFactory
 
 BotFactory = Callable[..., "asyncio.Future[RunningBot]"]
-
-
-async def start_bot(
-    bots: list[RunningBot],
-    synapse: SynapseServer,
-    account: Account,
-    state: Path,
-    rooms: list[str],
-    registry: CommandRegistry | None = None,
-    **sections: Any,
-) -> RunningBot:
-    runner = RunningBot(bot_settings(synapse.base_url, account, state, rooms, **sections), registry)
-    bots.append(runner)
-    await runner.start()
-    return runner
-
-
-class Served(NamedTuple):
-    alice: Person
-    room: str
-    runner: RunningBot
-
-
-ServeAlice = Callable[..., Awaitable[Served]]
-
-
-@pytest.fixture
-def serve_alice(
-    synapse: SynapseServer,
-    bot_account: Account,
-    person_factory: PersonFactory,
-    bots: list[RunningBot],
-    tmp_path: Path,
-) -> ServeAlice:
-    """``await serve_alice(**sections)``: Alice's encrypted room, the bot serving it and joined."""
-
-    async def serve(registry: CommandRegistry | None = None, **sections: Any) -> Served:
-        alice = await person_factory("alice")
-        room = await room_with_bot(alice, bot_account.user_id)
-        runner = await start_bot(bots, synapse, bot_account, tmp_path / "bot", [room], registry, **sections)
-        await alice.wait_joined(room, bot_account.user_id)
-        return Served(alice, room, runner)
-
-    return serve
-
-
-async def room_with_bot(person: Person, bot_user: str) -> str:
-    return await person.create_room("alerts", encrypted=True, invite=[bot_user])
 
 
 def replies_to(person: Person, room_id: str, sender: str, event_id: str) -> list[RoomMessageNotice]:

@@ -17,10 +17,8 @@ from bot.demo.synapse import SynapseServer
 from bot.matrix.cross_signing import CrossSigningKeys, device_signed_by_owner, published_identity
 from bot.matrix.identity import raw_request
 from tests.integration.botrunner import RunningBot, bot_config, bot_settings
-from tests.integration.fixtures import BotProcessFactory
+from tests.integration.fixtures import BotProcessFactory, ServeAlice
 from tests.integration.people import Account
-from tests.integration.test_bot import ServeAlice
-from tests.integration.test_bot import serve_alice as serve_alice  # noqa: F401 - a fixture used here too
 
 
 async def published(client: AsyncClient, user_id: str) -> dict[str, Any]:
@@ -49,7 +47,7 @@ async def own_identity_from_outside(synapse: SynapseServer, account: Account) ->
 
 
 async def test_first_start_cross_signs_the_bots_device(bot_account: Account, serve_alice: ServeAlice) -> None:
-    """On its first start the bot publishes an identity and its device carries a valid self-signing signature."""
+    """On a first start the bot publishes an identity; its device has a valid self-signing signature."""
     alice, room, runner = await serve_alice()
     assert runner.bot is not None
     device = runner.bot.connection.client.device_id
@@ -71,7 +69,7 @@ async def test_restart_keeps_the_identity_and_the_signature(
     tmp_path: Path,
     serve_alice: ServeAlice,
 ) -> None:
-    """A restart reuses the device and the identity: same master key, device still signed, nothing re-uploaded."""
+    """A restart reuses the device and the identity: same published keys, the device still signed."""
     alice, _, runner = await serve_alice()
     assert runner.bot is not None
     device = runner.bot.connection.client.device_id
@@ -90,7 +88,7 @@ async def test_restart_keeps_the_identity_and_the_signature(
 async def test_lost_crypto_store_gives_a_new_device_signed_by_the_same_identity(
     bot_account: Account, serve_alice: ServeAlice
 ) -> None:
-    """With its crypto store wiped the bot logs in as a new device, signed by the unchanged identity, no manual step."""
+    """A wiped crypto store gives a new device, signed by the unchanged identity with no manual step."""
     alice, room, runner = await serve_alice()
     assert runner.bot is not None
     old_device = runner.bot.connection.client.device_id
@@ -116,7 +114,7 @@ async def test_lost_crypto_store_gives_a_new_device_signed_by_the_same_identity(
 async def test_identity_the_bot_does_not_hold_stops_the_start_with_exit_78(
     synapse: SynapseServer, bot_account: Account, bot_process: BotProcessFactory, tmp_path: Path
 ) -> None:
-    """An existing identity without recovery key or reset: exit 78, one line naming both options, nothing replaced."""
+    """A foreign identity without recovery key or reset: exit 78, one line naming both, nothing replaced."""
     master = await own_identity_from_outside(synapse, bot_account)
     process = bot_process(bot_config(synapse.base_url, bot_account, tmp_path / "bot", []))
 
@@ -143,7 +141,7 @@ async def test_identity_the_bot_does_not_hold_stops_the_start_with_exit_78(
 async def test_reset_replaces_an_identity_only_when_asked(
     synapse: SynapseServer, bot_account: Account, bots: list[RunningBot], tmp_path: Path
 ) -> None:
-    """With matrix.cross_signing.reset the foreign identity is replaced (password UIA) and the device signed by the new one."""
+    """With cross_signing.reset a foreign identity is replaced (password UIA); the device is signed by it."""
     old_master = await own_identity_from_outside(synapse, bot_account)
     settings = bot_settings(synapse.base_url, bot_account, tmp_path / "bot", [])
     reset = settings.matrix.cross_signing.model_copy(update={"reset": True})
