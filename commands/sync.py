@@ -1,4 +1,4 @@
-"""``!sync <app>``, ``!approvals``, ``!cancel <id>``, ``!apps``: approval-gated Argo CD syncs."""
+"""``!sync <app>``, ``!approve``/``!reject <id>``, ``!approvals``, ``!cancel``, ``!apps``: gated syncs."""
 
 from __future__ import annotations
 
@@ -27,7 +27,47 @@ async def sync(ctx: CommandContext, app: str) -> None:
     enabled or already has an operation running.
     """
     # The prompt is the reply; it is queued with the request, atomically.
-    await _service(ctx).request(app, room_id=ctx.room_id, sender=ctx.sender, event_id=ctx.event_id)
+    await _service(ctx).request(
+        app,
+        room_id=ctx.room_id,
+        sender=ctx.sender,
+        event_id=ctx.event_id,
+        cross_signed=ctx.sender_device.cross_signed,
+    )
+
+
+@command()
+async def approve(ctx: CommandContext, request_id: str) -> str:
+    """Approve an open sync request, as a ✅ on its prompt does.
+
+    Sent encrypted from a device you have cross-signed, this is the only
+    approval that counts for an app with require_cross_signed_device: a
+    reaction proves no device (Element sends reactions unencrypted), so a
+    stolen access token alone cannot approve a sync.
+    """
+    return await _service(ctx).vote_by_command(
+        request_id,
+        approve=True,
+        room_id=ctx.room_id,
+        sender=ctx.sender,
+        event_id=ctx.event_id,
+        sent_at=ctx.sent_at,
+        cross_signed=ctx.sender_device.cross_signed,
+    )
+
+
+@command()
+async def reject(ctx: CommandContext, request_id: str) -> str:
+    """Reject an open sync request (its requester or an approver), as a ❌ on its prompt does."""
+    return await _service(ctx).vote_by_command(
+        request_id,
+        approve=False,
+        room_id=ctx.room_id,
+        sender=ctx.sender,
+        event_id=ctx.event_id,
+        sent_at=ctx.sent_at,
+        cross_signed=ctx.sender_device.cross_signed,
+    )
 
 
 @command()

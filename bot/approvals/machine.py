@@ -80,6 +80,9 @@ class Ignored(StrEnum):
     NOT_AUTHORISED = "not-authorised"
     # Its redaction was seen before the reaction itself.
     REDACTED = "redacted"
+    # The gate needs `!approve` from a device its sender cross-signed; a
+    # reaction (sent unencrypted by Element) or an unverified device proves none.
+    DEVICE_NOT_CROSS_SIGNED = "device-not-cross-signed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,9 @@ class ReactionFacts:
     # bot was down counts if it was made before the request expired.
     sent_at: float
     sender_is_approver: bool
+    # False when the gate requires a cross-signed device and this vote came
+    # without one (every reaction, for such a gate).
+    device_ok: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,10 @@ def decide_reaction(request: RequestFacts, reaction: ReactionFacts) -> ReactionD
         return ReactionDecision(Effect.IGNORED, Ignored.OWN_REQUEST)
     if not reaction.sender_is_approver:
         return ReactionDecision(Effect.IGNORED, Ignored.NOT_AUTHORISED)
+    if not reaction.device_ok:
+        # Only approving is gated on the device: a rejection never writes to
+        # the cluster, so it is never the way a stolen token does harm.
+        return ReactionDecision(Effect.IGNORED, Ignored.DEVICE_NOT_CROSS_SIGNED)
     return ReactionDecision(Effect.APPROVE)
 
 

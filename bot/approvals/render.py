@@ -44,7 +44,9 @@ def describe_rule(rule: PermissionRule) -> str:
     return " or ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts) or "anyone"
 
 
-def prompt_facts(view: AppView, approvers: PermissionRule, max_resources: int) -> dict[str, Any]:
+def prompt_facts(
+    view: AppView, approvers: PermissionRule, max_resources: int, *, signed_device: bool = False
+) -> dict[str, Any]:
     """What the prompt shows about the app, stored with the request so every edit can show it again."""
     labels = [
         r.label() + (" (to prune)" if r.requires_pruning else "") for r in view.out_of_sync[:max_resources]
@@ -57,6 +59,8 @@ def prompt_facts(view: AppView, approvers: PermissionRule, max_resources: int) -
         "approvers": describe_rule(approvers),
         # Only exact ids can be mentioned; globs cannot.
         "mention": [u for u in approvers.users if not any(c in u for c in "*?[")],
+        # Approval only by `!approve <id>` from a cross-signed device.
+        "signed_device": signed_device,
     }
 
 
@@ -114,6 +118,8 @@ def render_prompt(templates: Templates, record: ApprovalRecord, prefix: str) -> 
         expires=format_time(record.expires_at),
         approve_key=APPROVE_KEY,
         reject_key=REJECT_KEY,
+        signed_device=bool(facts.get("signed_device", False)),
+        prefix=prefix,
     )
 
 

@@ -19,6 +19,8 @@ from typing import Any
 from bot.approvals.application import parse_application, request_refusal
 from bot.approvals.machine import (
     ACTIVE_STATES,
+    APPROVE_KEY,
+    REJECT_KEY,
     Effect,
     Ignored,
     ReactionDecision,
@@ -66,6 +68,23 @@ _PROMPT_WAIT_POLL_S = 0.1
 _REDACTION_MEMORY_S = 24 * 3600.0
 
 
+# What a vote that changed nothing is told, by reason.
+_IGNORED_WORDS: dict[Ignored | None, str] = {
+    Ignored.OTHER_ROOM: "the request is in another room",
+    Ignored.OTHER_KEY: "not an approval or a rejection",
+    Ignored.NOT_OPEN: "the request is no longer open",
+    Ignored.EXPIRED: "the request had expired",
+    Ignored.OWN_REQUEST: "you asked for this sync; someone else must approve it",
+    Ignored.NOT_AUTHORISED: "you are not an approver of this app",
+    Ignored.REDACTED: "it was withdrawn",
+    Ignored.DEVICE_NOT_CROSS_SIGNED: (
+        "this app's approvals must come encrypted from a device you have verified (cross-signed); "
+        "verify this session, then send it again"
+    ),
+    None: "it changed nothing",
+}
+
+
 def new_approval_id() -> str:
     """8 hex characters: short enough to type in ``!cancel``, unique enough to correlate in Argo CD."""
     return secrets.token_hex(4)
@@ -111,7 +130,9 @@ class ApprovalService:
 
     # -- !sync ------------------------------------------------------------------
 
-    async def request(self, app: str, *, room_id: str, sender: str, event_id: str) -> str:
+    async def request(
+        self, app: str, *, room_id: str, sender: str, event_id: str, cross_signed: bool = False
+    ) -> str:
         """Post an approval prompt for ``app`` (as a reply to ``event_id``); its request id.
 
         Raises ``UserError`` with the reason when no prompt may be posted.
@@ -120,6 +141,11 @@ class ApprovalService:
         gate = self._gate(name)
         if not await self._deps.allowed(sender, room_id, gate.requesters):
             raise PermissionDenied(f"you may not request syncs of {name}")
+        if gate.require_cross_signed_device and not cross_signed:
+            raise PermissionDenied(
+                f"syncs of {name} must be requested encrypted from a device you have verified "
+                "(cross-signed); verify this session, then send it again"
+            )
         application = application_name(name, gate)
         active = await self._repo.active_for(gate.namespace, application)
         if active is not None:
@@ -148,7 +174,12 @@ class ApprovalService:
             four_eyes=gate.four_eyes,
             created_at=now,
             expires_at=now + gate.expires_after_s,
-            facts=prompt_facts(view, gate.approvers, self._settings.prompt_resources_max)
+            facts=prompt_facts(
+                view,
+                gate.approvers,
+                self._settings.prompt_resources_max,
+                signed_device=gate.require_cross_signed_device,
+            )
             # What a recovery after a crash compares with (see SyncRunner.recover).
             | {OPERATION_BEFORE: view.operation_marker},
         )
@@ -171,8 +202,10 @@ class ApprovalService:
             content = prompt_content(deps.templates, record, deps.prefix, mention=True)
             prompt = await outbox.send_message(new.room_id, content, reply_to=new.request_event_id, tx=conn)
             await self._repo.set_prompt(conn, new.id, prompt)
-            await outbox.react(new.room_id, prompt, "✅", tx=conn)
-            await outbox.react(new.room_id, prompt, "❌", tx=conn)
+            if not new.facts.get("signed_device"):
+                # A ✅ to click on, where a ✅ counts.
+                await outbox.react(new.room_id, prompt, APPROVE_KEY, tx=conn)
+            await outbox.react(new.room_id, prompt, REJECT_KEY, tx=conn)
             await deps.audit.record(
                 new.requester,
                 "approval:requested",
@@ -221,6 +254,58 @@ class ApprovalService:
         record = await self._find_prompt(target_event_id)
         if record is None:
             return
+        gate = self._settings.apps.get(record.app)
+        # A reaction carries no device (Element sends them unencrypted).
+        device_ok = gate is None or not gate.require_cross_signed_device
+        decision = await self._vote(record, room_id, sender, key, event_id, sent_at, device_ok=device_ok)
+        if decision is not None and decision.reason is Ignored.DEVICE_NOT_CROSS_SIGNED:
+            await self._explain_reaction_ignored(record, sender)
+
+    async def vote_by_command(
+        self,
+        approval_id: str,
+        *,
+        approve: bool,
+        room_id: str,
+        sender: str,
+        event_id: str,
+        sent_at: float,
+        cross_signed: bool,
+    ) -> str:
+        """``!approve`` / ``!reject <id>``: the same vote as a reaction, with the device proven or not."""
+        key = approval_id.strip().lower()
+        record = await self._repo.get(key)
+        if record is None or record.room_id != room_id:
+            raise UserError(f"no sync request {key[:16]} in this room (see {self._deps.prefix}approvals)")
+        decision = await self._vote(
+            record,
+            room_id,
+            sender,
+            APPROVE_KEY if approve else REJECT_KEY,
+            event_id,
+            sent_at,
+            device_ok=cross_signed,
+        )
+        if decision is None:
+            raise UserError(f"this message was already counted for {record.id}")
+        if decision.effect is Effect.IGNORED:
+            raise UserError(f"your vote on {record.id} does not count: {_IGNORED_WORDS[decision.reason]}")
+        if decision.effect is Effect.REJECT:
+            return f"❌ Rejected sync request {record.id} ({record.app}); nothing will be synced."
+        return f"✅ Your approval of {record.id} ({record.app}) counts."
+
+    async def _vote(
+        self,
+        record: ApprovalRecord,
+        room_id: str,
+        sender: str,
+        key: str,
+        event_id: str,
+        sent_at: float | None,
+        *,
+        device_ok: bool,
+    ) -> ReactionDecision | None:
+        """Decide and record one vote (reaction or command); None when this event was counted before."""
         now = self._clock()
         # A timestamp from the future counts as now; one from the past is
         # what lets an approval made while the bot was down count.
@@ -239,7 +324,7 @@ class ApprovalService:
                 current.expires_at,
                 current.four_eyes,
             )
-            decision = decide_reaction(facts, ReactionFacts(room_id, sender, key, sent, approver))
+            decision = decide_reaction(facts, ReactionFacts(room_id, sender, key, sent, approver, device_ok))
             if decision.effect is not Effect.IGNORED and await self._repo.was_redacted(conn, event_id):
                 decision = ReactionDecision(Effect.IGNORED, Ignored.REDACTED)
             vote = Vote(
@@ -254,7 +339,7 @@ class ApprovalService:
                 reason=None if decision.reason is None else decision.reason.value,
             )
             if not await self._repo.insert_vote(conn, vote):
-                return  # this reaction event was handled before (a replay)
+                return None  # this event was handled before (a replay)
             await self._deps.audit.record(
                 sender,
                 "approval:reaction",
@@ -284,6 +369,20 @@ class ApprovalService:
         if start:
             # Only the task whose compare-and-set won gets here, once.
             await self.runner.start(record.id)
+        return decision
+
+    async def _explain_reaction_ignored(self, record: ApprovalRecord, sender: str) -> None:
+        """Tell an approver in the prompt's thread why their ✅ did nothing, and what counts instead."""
+        prefix = self._deps.prefix
+        text = (
+            f"{sender}: a ✅ does not approve {record.app}, its gate needs proof of your device. "
+            f"Send {prefix}approve {record.id} from a device you have verified (cross-signed)."
+        )
+        async with self._db.transaction() as conn:
+            root = await self.transitions.prompt_ref(record, conn)
+            await self._deps.outbox.send_message(
+                record.room_id, Message(text).content(), thread_root=root, tx=conn
+            )
 
     async def on_redaction(self, room_id: str, sender: str, redacted_event_id: str, event_id: str) -> None:
         """Someone removed an event; if it was a ✅ on an open request, it stops counting."""

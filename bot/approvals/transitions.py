@@ -63,7 +63,7 @@ class Transitions:
                 return None
             record = await self._repo.get_in(tx, approval_id)
             assert record is not None  # it was just updated in this transaction
-            ref = await self._prompt_ref(record, tx)
+            ref = await self.prompt_ref(record, tx)
             if ref is not None:
                 content = prompt_content(self._templates, record, self._prefix, mention=False)
                 # Only the newest state matters: replace an edit still waiting to be sent.
@@ -86,7 +86,7 @@ class Transitions:
         )
         return record
 
-    async def _prompt_ref(self, record: ApprovalRecord, tx: aiosqlite.Connection) -> EventRef | None:
+    async def prompt_ref(self, record: ApprovalRecord, tx: aiosqlite.Connection) -> EventRef | None:
         """The prompt's event id (learnt from the outbox and kept), else its pending outbox row.
 
         Kept as an event id as soon as it is known, so a pruned outbox row

@@ -47,7 +47,9 @@ def test_any_text_renders_within_the_event_limit(text: str) -> None:
 
 def test_html_templates_escape_markup() -> None:
     """User-controlled text in an HTML template is escaped; the plain one is left as is."""
-    message = Templates().render("ping", version="<script>", delay_ms=3)
+    message = Templates().render(
+        "ping", version="<script>", delay_ms=3, bot_device="<b>dev</b>", sender_device="not encrypted"
+    )
     assert message.html is not None
     assert "<script>" not in message.html and "&lt;script&gt;" in message.html
     assert "<script>" in message.plain
