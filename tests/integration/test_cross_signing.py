@@ -158,3 +158,22 @@ async def test_reset_replaces_an_identity_only_when_asked(
     identity = published_identity(query, bot_account.user_id)
     assert identity.master is not None and identity.master != old_master
     assert device_signed_by_owner(query, bot_account.user_id, runner.bot.connection.client.device_id)
+
+
+async def test_command_needing_a_cross_signed_device_refuses_an_unsigned_one(
+    bot_account: Account, serve_alice: ServeAlice
+) -> None:
+    """require_cross_signed_device refuses a nio person's (unsigned) !ping, says why, audits the device."""
+    alice, room, runner = await serve_alice(
+        permissions={"commands": {"ping": {"require_cross_signed_device": True}}}
+    )
+    assert runner.bot is not None
+
+    command = await alice.send_text(room, "!ping", wait_members=[bot_account.user_id])
+    reply = await alice.wait_for_reply(room, bot_account.user_id, after_event_id=command)
+
+    assert reply.body.startswith("⛔ this command must come encrypted from a device you have verified")
+    assert f"your device {alice.device_id} is not cross-signed by you" in reply.body
+    entry = next(e for e in await runner.bot.audit.recent() if e.event_id == command)
+    assert (entry.action, entry.outcome) == ("command:ping", "denied")
+    assert (entry.sender_device, entry.cross_signed) == (alice.device_id, False)

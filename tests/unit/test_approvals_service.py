@@ -781,3 +781,109 @@ async def test_a_reaction_to_another_event_is_dropped_once_no_prompt_is_unsent(e
         env.service.on_reaction(ROOM, BOB, "$elsewhere", "✅", "$r", sent_at=env.clock()), 0.5
     )
     assert await env.state(approval_id) == "requested"
+
+
+# --- gates that need a cross-signed device (!approve / !reject) -----------------
+
+
+@pytest.fixture
+async def signed_env(tmp_path: Path) -> AsyncIterator[Env]:
+    environment = await open_env(tmp_path, approvals_settings(require_cross_signed_device=True))
+    yield environment
+    await environment.close()
+
+
+async def vote(env: Env, approval_id: str, sender: str, *, approve: bool = True, cross_signed: bool) -> str:
+    answer = await env.service.vote_by_command(
+        approval_id,
+        approve=approve,
+        room_id=ROOM,
+        sender=sender,
+        event_id=env.event_id(),
+        sent_at=env.clock(),
+        cross_signed=cross_signed,
+    )
+    await env.send_all()
+    return answer
+
+
+async def test_signed_gate_refuses_a_request_from_an_unproven_device(signed_env: Env) -> None:
+    """!sync of a gate that needs a cross-signed device is refused from any other device, with the reason."""
+    with pytest.raises(PermissionDenied, match="verified"):
+        await signed_env.service.request(
+            "cilium", room_id=ROOM, sender=ALICE, event_id="$x", cross_signed=False
+        )
+    assert await signed_env.messages() == []
+
+
+async def test_signed_gate_prompt_offers_approve_command_not_a_reaction(signed_env: Env) -> None:
+    """The prompt of such a gate names `!approve <id>` and the bot adds only ❌, no ✅ to click."""
+    approval_id = await signed_env.service.request(
+        "cilium", room_id=ROOM, sender=ALICE, event_id="$x", cross_signed=True
+    )
+    await signed_env.send_all()
+    rows = await signed_env.messages()
+    assert [r["payload"]["key"] for r in rows if r["kind"] == "reaction"] == ["❌"]
+    assert f"!approve {approval_id} from a verified device" in rows[0]["payload"]["body"]
+
+
+async def test_signed_gate_ignores_a_check_mark_reaction_and_says_why(signed_env: Env) -> None:
+    """An approver's ✅ does not approve such a gate: recorded ignored, nothing written, told why."""
+    approval_id = await signed_env.service.request(
+        "cilium", room_id=ROOM, sender=ALICE, event_id="$x", cross_signed=True
+    )
+    await signed_env.send_all()
+
+    await signed_env.react(approval_id, BOB)
+
+    assert await signed_env.state(approval_id) == "requested"
+    assert signed_env.argo.started_for(approval_id) == 0
+    assert await votes(signed_env, approval_id) == [(BOB, "ignored", "device-not-cross-signed")]
+    assert any(f"!approve {approval_id}" in body and BOB in body for body in await signed_env.bodies())
+
+
+async def test_signed_gate_approves_by_command_from_a_cross_signed_device_only(signed_env: Env) -> None:
+    """`!approve` from an unproven device is refused with the reason; from a cross-signed one it syncs."""
+    approval_id = await signed_env.service.request(
+        "cilium", room_id=ROOM, sender=ALICE, event_id="$x", cross_signed=True
+    )
+    await signed_env.send_all()
+
+    with pytest.raises(UserError, match="verified"):
+        await vote(signed_env, approval_id, BOB, cross_signed=False)
+    assert await signed_env.state(approval_id) == "requested"
+
+    answer = await vote(signed_env, approval_id, BOB, cross_signed=True)
+
+    assert "counts" in answer
+    assert signed_env.argo.started_for(approval_id) == 1
+    assert [v[1] for v in await votes(signed_env, approval_id)] == ["ignored", "approve"]
+
+
+async def test_reject_command_rejects_without_a_proven_device(signed_env: Env) -> None:
+    """`!reject` counts from an unverified device too: a rejection never writes to the cluster."""
+    approval_id = await signed_env.service.request(
+        "cilium", room_id=ROOM, sender=ALICE, event_id="$x", cross_signed=True
+    )
+    await signed_env.send_all()
+
+    answer = await vote(signed_env, approval_id, BOB, approve=False, cross_signed=False)
+
+    assert answer.startswith("❌ Rejected")
+    assert await signed_env.state(approval_id) == "rejected"
+
+
+async def test_approve_command_keeps_four_eyes_on_any_gate(env: Env) -> None:
+    """`!approve` by the requester does not count (four eyes), from a cross-signed device or not."""
+    approval_id = await env.request()
+
+    with pytest.raises(UserError, match="someone else must approve"):
+        await vote(env, approval_id, ALICE, cross_signed=True)
+
+    assert await env.state(approval_id) == "requested"
+
+
+async def test_approve_command_for_an_unknown_request_names_it(env: Env) -> None:
+    """`!approve` of an id with no request in this room says so and points to !approvals."""
+    with pytest.raises(UserError, match="no sync request deadbeef in this room"):
+        await vote(env, "deadbeef", BOB, cross_signed=True)
