@@ -205,8 +205,8 @@ class ReadyBot:
         matrix = self.settings.matrix
         self.device.device_id = self.connection.client.device_id
         if not (matrix.encryption and matrix.cross_signing.enabled):
-            self.metrics.device_cross_signed.set(0)
             return True
+        gauge = self.metrics.device_cross_signed.labels(device=str(self.device.device_id))
         delay = 1.0
         while not stop.is_set():
             try:
@@ -222,11 +222,11 @@ class ReadyBot:
             except HomeserverRefused as error:
                 log.error("the bot's device stays unsigned: %s", error)
                 self.device.checked = True
-                self.metrics.device_cross_signed.set(0)
+                gauge.set(0)
                 return True
             self.device.checked = True
             self.device.cross_signed = status.cross_signed
-            self.metrics.device_cross_signed.set(1 if status.cross_signed else 0)
+            gauge.set(1 if status.cross_signed else 0)
             return True
         return False
 

@@ -58,7 +58,9 @@ class Metrics:
         self.device_cross_signed = Gauge(
             "readybot_device_cross_signed",
             "1 when the bot's Matrix device is cross-signed by the bot's own identity; Element in its "
-            "2026 default mode neither reads nor sends to the bot's device otherwise.",
+            "2026 default mode neither reads nor sends to the bot's device otherwise. No series while "
+            "encryption or cross-signing is off.",
+            ["device"],
             registry=self.registry,
         )
         self.ready = Gauge(

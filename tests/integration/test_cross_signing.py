@@ -56,7 +56,9 @@ async def test_first_start_cross_signs_the_bots_device(bot_account: Account, ser
 
     assert published_identity(query, bot_account.user_id).self_signing_valid
     assert device_signed_by_owner(query, bot_account.user_id, device)
-    assert runner.bot.metrics.device_cross_signed._value.get() == 1
+    assert (
+        runner.bot.metrics.registry.get_sample_value("readybot_device_cross_signed", {"device": device}) == 1
+    )
     command = await alice.send_text(room, "!ping", wait_members=[bot_account.user_id])
     reply = await alice.wait_for_reply(room, bot_account.user_id, after_event_id=command)
     assert f"this device ({device}) is verified by its owner" in reply.body
