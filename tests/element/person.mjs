@@ -227,10 +227,12 @@ const ops = {
     return { user_id: response.user_id, device_id: response.device_id };
   },
 
-  async bootstrap_cross_signing() {
+  async bootstrap_cross_signing({ reset = false } = {}) {
     const client = requireClient();
     const crypto = requireCrypto();
     await crypto.bootstrapCrossSigning({
+      // reset: new keys although some exist (Element's "reset cryptographic identity").
+      setupNewCrossSigning: reset,
       authUploadDeviceSigningKeys: async (makeRequest) => {
         // Synapse lets a user's first cross-signing keys through without
         // auth; otherwise it answers 401 with the flows and a session.
@@ -238,6 +240,7 @@ const ops = {
           return await makeRequest(null);
         } catch (error) {
           if (!(error instanceof sdk.MatrixError) || error.httpStatus !== 401 || !error.data?.flows) throw error;
+          log.info("the cross-signing upload needs auth: answering with the password");
           return await makeRequest({
             type: "m.login.password",
             identifier: { type: "m.id.user", user: client.getUserId() },
@@ -247,13 +250,22 @@ const ops = {
         }
       },
     });
+    // The SDK signs our device locally, but reports it signed only once a
+    // keys query returned the uploaded signature (after the next sync says
+    // our device list changed): wait for that, so the answer means "others
+    // can see it too". The answer still tells if it never happened.
+    await waitUntil(
+      async () => (await crypto.getDeviceVerificationStatus(client.getUserId(), client.getDeviceId()))?.signedByOwner,
+      "our device's cross-signing signature to come back from the server",
+      10_000,
+    ).catch((error) => log.warn(error.message));
     return await ownStatus();
   },
 
   async bootstrap_secret_storage() {
     const crypto = requireCrypto();
     // Element makes the cross-signing keys first, then secret storage to keep them in.
-    if (!(await crypto.isCrossSigningReady())) await ops.bootstrap_cross_signing();
+    if (!(await crypto.isCrossSigningReady())) await ops.bootstrap_cross_signing({});
     const recovery = await crypto.createRecoveryKeyFromPassphrase();
     await crypto.bootstrapSecretStorage({
       createSecretStorageKey: async () => recovery,
@@ -355,6 +367,12 @@ const ops = {
       locally_verified: status.localVerified,
       verified: status.isVerified(),
     };
+  },
+
+  async account_data({ type }) {
+    // From the server, not the sync cache: what another device of ours would find.
+    const content = await requireClient().getAccountDataFromServer(type);
+    return { content };
   },
 
   async own_status() {

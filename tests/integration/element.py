@@ -343,9 +343,12 @@ class ElementPerson:
 
     # -- acting (each is one request; see tests/element/person.mjs) ------------
 
-    async def bootstrap_cross_signing(self) -> dict[str, Any]:
-        """Make and upload cross-signing keys and sign this device with them; answers its own status."""
-        return await self.request("bootstrap_cross_signing", timeout=LOGIN_TIMEOUT_S)
+    async def bootstrap_cross_signing(self, *, reset: bool = False) -> dict[str, Any]:
+        """Make and upload cross-signing keys and sign this device with them; answers its own status.
+
+        ``reset``: new keys even if there are some (the upload then needs the password).
+        """
+        return await self.request("bootstrap_cross_signing", timeout=LOGIN_TIMEOUT_S, reset=reset)
 
     async def bootstrap_secret_storage(self) -> str:
         """Secret storage with a new recovery key holding the cross-signing keys; returns the key."""
@@ -397,6 +400,11 @@ class ElementPerson:
     async def device_info(self, user_id: str, device_id: str) -> dict[str, Any]:
         """What the Rust crypto thinks of one device (``signed_by_owner``, ``cross_signing_verified``…)."""
         return await self.request("device_info", user_id=user_id, device_id=device_id)
+
+    async def account_data(self, event_type: str) -> dict[str, Any] | None:
+        """This user's account data of ``event_type`` as the server holds it (None if unset)."""
+        content = (await self.request("account_data", type=event_type))["content"]
+        return dict(content) if content is not None else None
 
     async def own_status(self) -> dict[str, Any]:
         """This device's cross-signing status (``cross_signing_ready``, ``device_signed_by_owner``…)."""
