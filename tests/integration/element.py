@@ -270,7 +270,10 @@ class ElementPerson:
         assert stdout is not None
         try:
             while line := await stdout.readline():
-                message = json.loads(line)
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    raise ValueError(f"not a protocol line: {line[:200]!r}") from None
                 if "event" in message:
                     async with self._changed:
                         self._events.append(ElementEvent.from_json(message["event"]))

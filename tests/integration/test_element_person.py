@@ -91,6 +91,9 @@ async def test_only_signed_mode_refuses_a_message_from_a_device_not_cross_signed
     carol = await person_factory("carol")
     room_id = await alice.create_room(invite=[carol.user_id])
     await carol.join(room_id)
+    # Alice's crypto knows carol's device before its room key comes: else the
+    # verdict would be about an unknown device (UNKNOWN_SENDER_DEVICE), a race.
+    assert (await alice.device_info(carol.user_id, carol.device_id))["known"]
 
     event_id = await carol.send_text(room_id, "from nio", wait_members=[alice.user_id])
 
@@ -114,6 +117,9 @@ async def test_all_mode_decrypts_a_device_not_cross_signed_under_a_red_shield(
     carol = await person_factory("carol")
     room_id = await alice.create_room(invite=[carol.user_id])
     await carol.join(room_id)
+    # Alice's crypto knows carol's device before its room key comes: else the
+    # verdict would be about an unknown device (UNKNOWN_SENDER_DEVICE), a race.
+    assert (await alice.device_info(carol.user_id, carol.device_id))["known"]
 
     event_id = await carol.send_text(room_id, "from nio", wait_members=[alice.user_id])
 
