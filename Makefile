@@ -2,21 +2,29 @@
 export UV_PYTHON_DOWNLOADS := never
 UV ?= uv
 
-.PHONY: install demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco reliability check clean deploy-check image
+.PHONY: install element-deps demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco reliability check clean deploy-check image
 
 install:  ## the bot, the dev tools and the demo extra (Synapse) into .venv
 	$(UV) sync --locked --all-extras
 
+# The Element person of the integration tests (tests/element): matrix-js-sdk and Node 22
+# from npm, pinned by its package-lock.json. Reinstalled only when the lock file changes.
+ELEMENT_DEPS_STAMP := tests/element/node_modules/.readybot-installed
+element-deps: $(ELEMENT_DEPS_STAMP)  ## Node 22 + matrix-js-sdk into tests/element/node_modules (needs npm)
+$(ELEMENT_DEPS_STAMP): tests/element/package.json tests/element/package-lock.json
+	npm ci --prefix tests/element --no-audit --no-fund
+	touch $@
+
 demo: install  ## a throwaway Synapse + the bot in an encrypted room; prints how to log in
 	$(UV) run readybot demo
 
-test: install  ## the whole suite: unit tests and integration tests against a real Synapse
+test: install element-deps  ## the whole suite: unit tests and integration tests against a real Synapse
 	$(UV) run pytest
 
 test-unit: install
 	$(UV) run pytest tests/unit
 
-test-integration: install
+test-integration: install element-deps
 	$(UV) run pytest tests/integration
 
 lint: install  ## ruff (lint + format check) and mypy --strict

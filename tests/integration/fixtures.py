@@ -23,6 +23,7 @@ from commands.registry import CommandRegistry
 from .alertmanager import AlertmanagerServer, find_alertmanager
 from .botprocess import BotProcess
 from .botrunner import RunningBot, bot_settings
+from .element import ELEMENT_MISSING, ElementFactory, ElementPerson, ElementRuntime, find_element_runtime
 from .people import Account, Person, PersonFactory, register_account
 
 _TESTS = Path(__file__).parent.parent.resolve()
@@ -88,6 +89,45 @@ async def person_factory(synapse: SynapseServer, tmp_path: Path) -> AsyncIterato
         store = tmp_path / "people" / uuid.uuid4().hex
         person = await Person.login(synapse.base_url, account.user_id, account.password, store)
         people.append(person)
+        return person
+
+    try:
+        yield make
+    finally:
+        for person in people:
+            await person.close()
+
+
+@pytest.fixture(scope="session")
+def element_runtime() -> ElementRuntime:
+    """Node 22 and the person program of tests/element, installed by ``make element-deps``."""
+    runtime = find_element_runtime()
+    if runtime is None:
+        # As for Synapse: a skip on a developer's machine, a failure in CI.
+        if in_ci():
+            pytest.fail(ELEMENT_MISSING, pytrace=False)
+        pytest.skip(ELEMENT_MISSING)
+    return runtime
+
+
+@pytest.fixture
+async def element_factory(
+    element_runtime: ElementRuntime, synapse: SynapseServer, tmp_path: Path
+) -> AsyncIterator[ElementFactory]:
+    """``await element_factory("alice")``: a fresh, logged-in ElementPerson (matrix-js-sdk, Rust crypto).
+
+    Each runs in its own Node process, logging to ``<tmp_path>/element/``;
+    every one made here is stopped (or killed) at teardown.
+    """
+    people: list[ElementPerson] = []
+
+    async def make(prefix: str = "element", *, account: Account | None = None) -> ElementPerson:
+        if account is None:
+            account = await asyncio.to_thread(register_account, synapse, prefix)
+        log_path = tmp_path / "element" / f"{account.user_id.split(':')[0].lstrip('@')}-{len(people)}.log"
+        person = await ElementPerson.start(element_runtime, log_path)
+        people.append(person)
+        await person.login(synapse.base_url, account.user_id, account.password)
         return person
 
     try:
