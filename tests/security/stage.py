@@ -173,6 +173,13 @@ class Stage:
         with contextlib.closing(sqlite3.connect(self.db_path, timeout=10)) as conn:
             return "\n".join(conn.iterdump())
 
+    def cross_signing_seeds(self) -> dict[str, str]:
+        """The private halves of the bot's cross-signing keys, as the store keeps them."""
+        rows = self._query("SELECT value FROM kv WHERE key = 'matrix.cross_signing_keys'")
+        assert rows, "the bot stored no cross-signing keys"
+        seeds: dict[str, str] = json.loads(rows[0][0])["seeds"]
+        return {f"cross-signing {usage} key": seed for usage, seed in seeds.items()}
+
     def access_token(self) -> str:
         rows = self._query("SELECT value FROM kv WHERE key = 'matrix.credentials'")
         assert rows, "the bot stored no credentials"

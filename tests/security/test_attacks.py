@@ -585,8 +585,9 @@ async def test_the_same_requests_done_right_are_accepted(
 async def test_no_secret_in_logs_messages_or_metrics(
     stage: Stage, record_property: Callable[[str, object], None]
 ) -> None:
-    """The bot's password, access token and every hook token appear in no log line, message or /metrics."""
+    """The password, access token, hook tokens and cross-signing keys appear in no log, message or /metrics."""
     secrets = stage.secrets.named(await asyncio.to_thread(stage.access_token))
+    secrets |= await asyncio.to_thread(stage.cross_signing_seeds)
     log_lines = stage.bot.log_text().splitlines()
     messages = [
         json.dumps(getattr(event, "source", {}), ensure_ascii=False)
