@@ -585,7 +585,7 @@ async def test_the_same_requests_done_right_are_accepted(
 async def test_no_secret_in_logs_messages_or_metrics(
     stage: Stage, record_property: Callable[[str, object], None]
 ) -> None:
-    """The password, access token, hook tokens and cross-signing keys appear in no log, message or /metrics."""
+    """Password, access token, hook tokens and cross-signing keys appear in no log, message or /metrics."""
     secrets = stage.secrets.named(await asyncio.to_thread(stage.access_token))
     secrets |= await asyncio.to_thread(stage.cross_signing_seeds)
     log_lines = stage.bot.log_text().splitlines()

@@ -18,7 +18,7 @@ from bot.matrix.cross_signing import (
     sign_device,
 )
 from bot.matrix.device_trust import SessionFacts, identify
-from bot.matrix.identity import Step, plan
+from bot.matrix.identity import CrossSigningIdentity, IdentityConflict, Step, plan
 from bot.matrix.secret_storage import (
     SecretStorageError,
     decode_recovery_key,
@@ -27,6 +27,7 @@ from bot.matrix.secret_storage import (
     encrypt_secret,
     key_matches_description,
 )
+from config.settings import MatrixSettings
 
 USER = "@bot:example.org"
 DEVICE = "BOTDEVICE"
@@ -212,3 +213,51 @@ def test_session_claiming_another_signing_key_proves_no_device() -> None:
     found = identify(query, USER, SessionFacts(curve, "B" * 43, forwarded=False))
 
     assert found.device_id is None and not found.cross_signed
+
+
+def identity_for(**matrix: Any) -> CrossSigningIdentity:
+    settings = MatrixSettings.model_validate(
+        {"homeserver": "http://127.0.0.1:1", "user_id": USER, "password": "pw"} | matrix
+    )
+    # _auth_for reads only the settings: no client, no store.
+    return CrossSigningIdentity(client=None, settings=settings, kv=None)  # type: ignore[arg-type]
+
+
+def test_password_challenge_is_answered_with_the_password() -> None:
+    """A 401 offering m.login.password is answered with the bot's user and password, in the same session."""
+    challenge = {"session": "s1", "flows": [{"stages": ["m.login.password"]}]}
+
+    auth = identity_for()._auth_for(challenge, replacing=False)
+
+    assert auth == {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": USER},
+        "password": "pw",
+        "session": "s1",
+    }
+
+
+def test_access_token_without_password_says_what_to_do() -> None:
+    """Logged in by token, a password challenge ends the start naming matrix.password and the recovery key."""
+    identity = identity_for(password=None, access_token="syt_secret_7Hq")
+    challenge = {"session": "s1", "flows": [{"stages": ["m.login.password"]}]}
+
+    with pytest.raises(IdentityConflict) as refused:
+        identity._auth_for(challenge, replacing=False)
+
+    line = refused.value.problems[0]
+    assert "matrix.password" in line and "matrix.recovery_key" in line and "syt_secret_7Hq" not in line
+
+
+def test_authentication_service_reset_names_the_page_to_approve_it() -> None:
+    """A homeserver behind MAS asks its owner to approve the reset: the line gives that page's address."""
+    challenge = {
+        "session": "s1",
+        "flows": [{"stages": ["org.matrix.cross_signing_reset"]}],
+        "params": {
+            "org.matrix.cross_signing_reset": {"url": "https://auth.example.org/account/?action=reset"}
+        },
+    }
+
+    with pytest.raises(IdentityConflict, match=r"https://auth\.example\.org/account/\?action=reset"):
+        identity_for()._auth_for(challenge, replacing=True)
