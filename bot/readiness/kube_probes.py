@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from bot.kube.errors import KubeError, NotFound
+from bot.readiness.causes import cause_of, general
 from bot.readiness.conditions import describe_all, failing, holds_all, shown_at
-from bot.readiness.results import Mark, ProbeResult, all_of
+from bot.readiness.results import Cause, Mark, ProbeResult, all_of
 from config.cron import due_by, parse_cron
 from config.durations import format_duration
 from config.readiness_model import (
@@ -69,9 +70,10 @@ def handles(probe: Probe) -> TypeGuard[KubeProbe]:
 async def run(probe: KubeProbe, env: ProbeEnv) -> ProbeResult:  # noqa: PLR0911 - one per kind
     expected = describe(probe)
     if env.kube is None:
-        return ProbeResult.unknown("Kubernetes access is not configured (kubernetes.enabled)", expected)
+        reason = "Kubernetes access is not configured (kubernetes.enabled)"
+        return ProbeResult.unknown(reason, expected, [general(reason)])
     if env.kube_unreachable is not None:
-        return ProbeResult.unknown(env.kube_unreachable, expected)
+        return ProbeResult.unknown(env.kube_unreachable, expected, [general(env.kube_unreachable)])
     if isinstance(probe, WorkloadProbe):
         return await _workload(probe, env, expected)
     if isinstance(probe, ExistsProbe):
@@ -214,6 +216,7 @@ async def _count(probe: CountProbe, env: ProbeEnv, expected: str) -> ProbeResult
     names: list[str] = []
     violators: list[str] = []
     unknown: list[str] = []
+    causes: list[Cause] = []
     for source in probe.sources:
         try:
             items = await _list(env, source.resource, source.namespace, source.label_selector)
@@ -221,6 +224,7 @@ async def _count(probe: CountProbe, env: ProbeEnv, expected: str) -> ProbeResult
             # One missing type (an older Kyverno without ValidatingPolicy) must
             # not hide what the others found.
             unknown.append(str(error))
+            causes.append(cause_of(error))
             continue
         matching = [item for item in items if holds_all(item, source.where)]
         total += len(matching)
@@ -240,7 +244,7 @@ async def _count(probe: CountProbe, env: ProbeEnv, expected: str) -> ProbeResult
         # A source that could not be read can only add to the count.
         return ProbeResult.passed(found, expected)
     if unknown:
-        return ProbeResult.unknown(found, expected)
+        return ProbeResult.unknown(found, expected, causes)
     return ProbeResult.failed(found, expected)
 
 
