@@ -137,16 +137,23 @@ class CalendarSchedule:
         if not self.runs:
             return None
         instant = moment.astimezone(UTC)
-        day = instant.astimezone(self.zone).date() - timedelta(days=1)
+        # From two days before the UTC date: the zone's date may differ by one, and clocks set
+        # back across midnight can put a day's runs after the next day's first ones.
+        day = _shift(instant.date(), -2) or instant.date()
         found: datetime | None = None
-        last_day = day + timedelta(days=_SEARCH_DAYS)
+        last_day = _shift(day, _SEARCH_DAYS) or date.max
         while day <= last_day:
-            later = [run for run in self._runs_on(day) if run > instant]
+            try:
+                later = [run for run in self._runs_on(day) if run > instant]
+            except OverflowError:  # the end of Python's calendar (year 9999)
+                break
             if later and (found is None or later[0] < found):
                 found = later[0]
-                # Clocks set back across midnight can put the next day's first runs earlier: look there too.
-                last_day = min(last_day, day + timedelta(days=1))
-            day += timedelta(days=1)
+                last_day = min(last_day, _shift(day, 1) or day)
+            next_day = _shift(day, 1)
+            if next_day is None:
+                break
+            day = next_day
         return found
 
     def previous_fire(self, moment: datetime) -> datetime | None:
@@ -154,15 +161,21 @@ class CalendarSchedule:
         if not self.runs:
             return None
         instant = moment.astimezone(UTC)
-        day = instant.astimezone(self.zone).date() + timedelta(days=1)
+        day = _shift(instant.date(), 2) or instant.date()
         found: datetime | None = None
-        first_day = day - timedelta(days=_SEARCH_DAYS)
+        first_day = _shift(day, -_SEARCH_DAYS) or date.min
         while day >= first_day:
-            earlier = [run for run in self._runs_on(day) if run <= instant]
+            try:
+                earlier = [run for run in self._runs_on(day) if run <= instant]
+            except OverflowError:  # the start of Python's calendar (year 1)
+                break
             if earlier and (found is None or earlier[-1] > found):
                 found = earlier[-1]
-                first_day = max(first_day, day - timedelta(days=1))
-            day -= timedelta(days=1)
+                first_day = max(first_day, _shift(day, -1) or day)
+            previous_day = _shift(day, -1)
+            if previous_day is None:
+                break
+            day = previous_day
         return found
 
     def longest_gap(self, now: datetime) -> timedelta | None:
@@ -230,9 +243,12 @@ class EverySchedule:
     def every(self) -> timedelta:
         return self.interval
 
-    def next_after(self, moment: datetime) -> datetime:
-        """``moment`` (to the second, as robfig) plus the interval, in UTC."""
-        return moment.astimezone(UTC).replace(microsecond=0) + self.interval
+    def next_after(self, moment: datetime) -> datetime | None:
+        """``moment`` (to the second, as robfig) plus the interval, in UTC; None past year 9999."""
+        try:
+            return moment.astimezone(UTC).replace(microsecond=0) + self.interval
+        except OverflowError:
+            return None
 
     def previous_fire(self, moment: datetime) -> None:
         """None: without a last run there are no fixed times to go back to (see ``due_by``)."""
@@ -326,9 +342,17 @@ def due_by(
     if anchor is None:
         return None
     owed = schedule.next_after(anchor)
-    if owed <= cutoff:
+    if owed is not None and owed <= cutoff:
         return owed
     return last_run
+
+
+def _shift(day: date, days: int) -> date | None:
+    """``day`` moved by ``days``, or None outside Python's calendar (years 1-9999)."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return None
 
 
 def _zone(name: str) -> tzinfo:

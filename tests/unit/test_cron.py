@@ -426,3 +426,13 @@ def test_a_run_is_owed_by_a_cutoff_exactly_when_the_last_run_is_before_its_previ
     owed_by_next = following is not None and following <= cutoff
     owed_by_previous = previous is not None and start < previous
     assert owed_by_next == owed_by_previous
+
+
+def test_moments_at_the_ends_of_the_calendar_have_no_runs_beyond_them() -> None:
+    """A last backup stamped 9999-12-31 (or year 1) gives None, not OverflowError."""
+    end, start = datetime(9999, 12, 31, 23, 59, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC)
+    for spec in ("0 2 * * *", "CRON_TZ=Asia/Tokyo 0 2 * * *", "CRON_TZ=America/New_York 0 2 * * *"):
+        assert parse_cron(spec).next_after(end) is None
+        assert parse_cron(spec).previous_fire(start) is None
+    assert parse_cron("@every 6h").next_after(end) is None
+    assert due_by(parse_cron("@every 6h"), end, last_run=end, created=None) == end
