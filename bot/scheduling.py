@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 
 from bot.store.handled import HandledEvents
+from config.cron import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -27,3 +30,27 @@ def build_scheduler(handled: HandledEvents, clock: Callable[[], float]) -> Async
 
     scheduler.add_job(prune_handled_events, "interval", hours=6, id="prune-handled-events", coalesce=True)
     return scheduler
+
+
+class CronScheduleTrigger(BaseTrigger):  # type: ignore[misc]
+    """An APScheduler trigger firing at the runs of a ``config.cron`` schedule (the one cron reader).
+
+    Like APScheduler's own ``CronTrigger``: the first run at or after ``now``,
+    or right after the previous fire time when that is earlier (a late job
+    is then a misfire, judged by the job's ``misfire_grace_time``).
+    """
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        start = (
+            now if previous_fire_time is None else min(now, previous_fire_time + timedelta(microseconds=1))
+        )
+        return self.schedule.next_after(start - timedelta(microseconds=1))
+
+    def __str__(self) -> str:
+        return f"cron[{self.schedule.text!r}]"
+
+    def __repr__(self) -> str:
+        return f"<CronScheduleTrigger ({self.schedule.text!r})>"

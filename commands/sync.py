@@ -7,7 +7,7 @@ from bot.render.message import Message
 from bot.services import CommandContext
 from commands.registry import command
 
-_WHAT = "approval gates"
+_WHAT = "Approval gating (approvals.apps)"
 
 
 def _service(ctx: CommandContext) -> ApprovalService:

@@ -9,11 +9,13 @@ from bot.services import CommandContext
 from commands.registry import command
 from config.durations import format_duration
 
+_WHAT = "The dead-man's switch (deadman.enabled)"
+
 
 @command(permission="watchdog")
 async def watchdog(ctx: CommandContext) -> Message:
     """Show each heartbeat source of the dead-man's switch: last heartbeat, up or down, and since when."""
-    switch = ctx.services.extensions.get(DeadmansSwitch, what="The dead-man's switch")
+    switch = ctx.services.extensions.get(DeadmansSwitch, what=_WHAT)
     now = ctx.services.clock()
     sources = [_row(view, now) for view in await switch.status()]
     return ctx.services.templates.render(
@@ -33,7 +35,7 @@ async def watchdog_forget(ctx: CommandContext, source: str) -> Message:
     tracked anew; one listed in `deadman.expected_sources` must be removed
     from the configuration instead.
     """
-    switch = ctx.services.extensions.get(DeadmansSwitch, what="The dead-man's switch")
+    switch = ctx.services.extensions.get(DeadmansSwitch, what=_WHAT)
     if source in switch.settings.expected_sources:
         raise UserError(f"{source} is in deadman.expected_sources: remove it from the configuration instead")
     try:

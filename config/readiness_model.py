@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -34,6 +33,7 @@ from pydantic import (
 )
 
 from bot.errors import ConfigError
+from config.cron import parse_cron
 from config.durations import Duration
 
 # Reused so the plan file refuses repeated keys exactly like the settings file does.
@@ -362,7 +362,7 @@ class ScheduleSpec(_Model):
             raise ValueError("set name or cron (one of them)")
         if self.cron is not None:
             try:
-                CronTrigger.from_crontab(self.cron, timezone="UTC")
+                parse_cron(self.cron)
             except ValueError as error:
                 raise ValueError(f"cron: {error}") from None
         return self

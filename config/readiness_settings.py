@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AnyHttpUrl, Field, field_validator
 
 from config.base import Section
-from config.cron import cron_trigger
+from config.cron import parse_cron
 
 
 class ReadinessSettings(Section):
@@ -63,7 +63,7 @@ class ReadinessSettings(Section):
     def _cron(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                cron_trigger(value)
+                parse_cron(value)
             except ValueError as error:
                 raise ValueError(f"not a cron expression: {error}") from None
         return value

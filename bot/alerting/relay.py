@@ -403,7 +403,8 @@ class AlertRelay:
             work.folded += 1
             return Post(room_id, None, None, digest.id, work.now)
         mention = state.status == "firing" and self._renderer.should_mention(state)
-        content = _content(self._renderer.group(state, mention=mention), mention=mention)
+        message = self._renderer.group(state, mention=mention, now=work.now)
+        content = _content(message, mention=mention)
         outbox_id = await self._outbox.send_message(room_id, content, tx=tx)
         work.queued()
         work.posted += 1
@@ -417,11 +418,12 @@ class AlertRelay:
             # Still queued behind other events: nobody has seen it yet, so it
             # gets the new content itself (no edit, no thread line needed).
             mention = state.status == "firing" and self._renderer.should_mention(state)
-            content = _content(self._renderer.group(state, mention=mention), mention=mention)
+            message = self._renderer.group(state, mention=mention, now=work.now)
+            content = _content(message, mention=mention)
             queued = OutboxId(post.message_outbox_id)
             if await self._outbox.rewrite_pending(post.room_id, queued, content, tx=tx):
                 return
-        content = _content(self._renderer.group(state), mention=False)
+        content = _content(self._renderer.group(state, now=work.now), mention=False)
         edit_id = await self._outbox.edit(post.room_id, _ref(post.message), content, supersede=True, tx=tx)
         if edit_id not in work.edits:
             work.edits.add(edit_id)

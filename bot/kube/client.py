@@ -557,6 +557,8 @@ def _not_found(op: Operation, status_body: dict[str, Any]) -> KubeError:
     return MissingCRD(
         f"{op.resource} ({op.group or 'core'}/{op.version}) is not served by the cluster: "
         "is its CRD installed?",
+        group=op.group,
+        resource=op.resource,
         status=404,
     )
 

@@ -67,7 +67,18 @@ class NotFound(KubeError):
 
 
 class MissingCRD(KubeError):
-    """The resource type itself is not served: its CRD (or API group) is not installed."""
+    """The resource type itself is not served: its CRD (or API group) is not installed.
+
+    ``group`` and ``resource`` (``schedules.velero.io``) say which, for
+    whoever groups such errors by what is missing.
+    """
+
+    def __init__(
+        self, message: str, *, group: str = "", resource: str = "", status: int | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.group = group
+        self.resource = resource
 
 
 class Conflict(KubeError):

@@ -21,12 +21,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bot.readiness.results import Mark
+from bot.readiness.results import Cause, Mark
 from config.readiness_model import Plan
 
-# A reason for "unknown" shared by this many criteria becomes a notice at the top.
+# A cause of "unknown" of one probe's own (not general) shared by this many criteria becomes a notice.
 _NOTICE_MIN_CRITERIA = 2
-_MAX_NOTICES = 3
+_MAX_NOTICES = 5
+_UNREACHABLE = "cluster unreachable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,8 @@ class CriterionResult:
     mark: Mark
     found: str
     expected: str
+    # Why it is unknown (see ``results.Cause``); not stored, so empty for stored results.
+    causes: tuple[Cause, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,21 +133,43 @@ def score(plan: Plan, results: Iterable[CriterionResult], at: float) -> Scorecar
 
 
 def notices(results: Iterable[CriterionResult]) -> tuple[str, ...]:
-    """Why many criteria are unknown, said once at the top (an unreachable cluster above all)."""
-    reasons: Counter[str] = Counter()
+    """Why criteria are unknown, one line per cause (an unreachable cluster first, then the most common).
+
+    Criteria are grouped by the cause of their unknown, not by their
+    evidence: "Velero is not installed: schedules.velero.io, restores.velero.io
+    are not served (4 criteria unknown)". General causes (the cluster, a
+    missing CRD, RBAC, something not configured) always get a line; a cause
+    of one probe's own only when several criteria share it. A result without
+    causes (read back from the store) counts under its evidence.
+    """
+    criteria: Counter[str] = Counter()
+    missing: dict[str, dict[str, None]] = {}
+    shown: set[str] = set()
     for result in results:
         if result.mark is not Mark.UNKNOWN:
             continue
-        for part in dict.fromkeys(piece.strip() for piece in result.found.split("; ")):
-            reasons[part] += 1
+        causes = result.causes or (Cause(result.found),)
+        for headline in dict.fromkeys(cause.headline for cause in causes):
+            criteria[headline] += 1
+        for cause in causes:
+            if cause.missing:
+                missing.setdefault(cause.headline, {})[cause.missing] = None
+            if cause.general or cause.headline.startswith(_UNREACHABLE):
+                shown.add(cause.headline)
     ranked = sorted(
-        reasons.items(), key=lambda item: (not item[0].startswith("cluster unreachable"), -item[1])
+        criteria.items(), key=lambda item: (not item[0].startswith(_UNREACHABLE), -item[1], item[0])
     )
-    return tuple(
-        f"{reason} ({count} {'criterion' if count == 1 else 'criteria'} unknown)"
-        for reason, count in ranked
-        if count >= _NOTICE_MIN_CRITERIA or reason.startswith("cluster unreachable")
-    )[:_MAX_NOTICES]
+    lines = []
+    for headline, count in ranked:
+        if headline not in shown and count < _NOTICE_MIN_CRITERIA:
+            continue
+        types = list(missing.get(headline, ()))
+        served = f": {', '.join(types)} {'is' if len(types) == 1 else 'are'} not served" if types else ""
+        lines.append(f"{headline}{served} ({count} {'criterion' if count == 1 else 'criteria'} unknown)")
+    if len(lines) > _MAX_NOTICES:
+        more = len(lines) - _MAX_NOTICES + 1
+        lines[_MAX_NOTICES - 1 :] = [f"… and {more} more causes (each criterion's evidence says which)"]
+    return tuple(lines)
 
 
 # --- change since the previous run ------------------------------------------------------

@@ -19,9 +19,10 @@ from bot.readiness.probes import ProbeEnv
 from bot.readiness.prometheus import PrometheusApi
 from bot.readiness.render import digest_message
 from bot.readiness.service import ReadinessService
+from bot.scheduling import CronScheduleTrigger
 from bot.store.readiness import ReadinessRepo
 from config.approvals import application_name
-from config.cron import cron_trigger
+from config.cron import parse_cron
 from config.readiness_model import load_plan
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def _schedule_digest(ctx: FeatureContext, service: ReadinessService) -> None:
 
     ctx.scheduler.add_job(
         post_digest,
-        cron_trigger(settings.digest_schedule, settings.timezone),
+        CronScheduleTrigger(parse_cron(settings.digest_schedule, settings.timezone)),
         id=DIGEST_JOB_ID,
         coalesce=True,
         max_instances=1,

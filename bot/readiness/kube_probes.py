@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from bot.kube.errors import KubeError, NotFound
+from bot.readiness.causes import cause_of, general
 from bot.readiness.conditions import describe_all, failing, holds_all, shown_at
-from bot.readiness.results import Mark, ProbeResult, all_of
-from config.cron import parse_cron
+from bot.readiness.results import Cause, Mark, ProbeResult, all_of
+from config.cron import due_by, parse_cron
 from config.durations import format_duration
 from config.readiness_model import (
     CountProbe,
@@ -69,9 +70,10 @@ def handles(probe: Probe) -> TypeGuard[KubeProbe]:
 async def run(probe: KubeProbe, env: ProbeEnv) -> ProbeResult:  # noqa: PLR0911 - one per kind
     expected = describe(probe)
     if env.kube is None:
-        return ProbeResult.unknown("Kubernetes access is not configured (kubernetes.enabled)", expected)
+        reason = "Kubernetes access is not configured (kubernetes.enabled)"
+        return ProbeResult.unknown(reason, expected, [general(reason)])
     if env.kube_unreachable is not None:
-        return ProbeResult.unknown(env.kube_unreachable, expected)
+        return ProbeResult.unknown(env.kube_unreachable, expected, [general(env.kube_unreachable)])
     if isinstance(probe, WorkloadProbe):
         return await _workload(probe, env, expected)
     if isinstance(probe, ExistsProbe):
@@ -214,6 +216,7 @@ async def _count(probe: CountProbe, env: ProbeEnv, expected: str) -> ProbeResult
     names: list[str] = []
     violators: list[str] = []
     unknown: list[str] = []
+    causes: list[Cause] = []
     for source in probe.sources:
         try:
             items = await _list(env, source.resource, source.namespace, source.label_selector)
@@ -221,6 +224,7 @@ async def _count(probe: CountProbe, env: ProbeEnv, expected: str) -> ProbeResult
             # One missing type (an older Kyverno without ValidatingPolicy) must
             # not hide what the others found.
             unknown.append(str(error))
+            causes.append(cause_of(error))
             continue
         matching = [item for item in items if holds_all(item, source.where)]
         total += len(matching)
@@ -240,7 +244,7 @@ async def _count(probe: CountProbe, env: ProbeEnv, expected: str) -> ProbeResult
         # A source that could not be read can only add to the count.
         return ProbeResult.passed(found, expected)
     if unknown:
-        return ProbeResult.unknown(found, expected)
+        return ProbeResult.unknown(found, expected, causes)
     return ProbeResult.failed(found, expected)
 
 
@@ -283,7 +287,7 @@ async def _cronjob(probe: CronJobProbe, env: ProbeEnv, expected: str) -> ProbeRe
     now = datetime.fromtimestamp(env.clock(), UTC)
     try:
         schedule = parse_cron(str(spec.get("schedule", "")), spec.get("timeZone") or "UTC")
-    except (ValueError, LookupError) as error:
+    except ValueError as error:
         return ProbeResult.unknown(f"{label}: cannot read its schedule ({error})", expected)
     schedule_text = f"schedule {spec.get('schedule')!r}"
     if probe.max_interval is not None:
@@ -291,12 +295,14 @@ async def _cronjob(probe: CronJobProbe, env: ProbeEnv, expected: str) -> ProbeRe
         if gap is None or gap > probe.max_interval:
             runs = "never runs" if gap is None else f"runs only every {format_duration(gap)}"
             return ProbeResult.failed(f"{label}: {schedule_text} {runs}", expected)
+    last = _time(status.get("lastSuccessfulTime"))
+    created = _time((obj.get("metadata") or {}).get("creationTimestamp"))
     return _recent(
         label=f"{label} ({schedule_text})",
-        last=_time(status.get("lastSuccessfulTime")),
+        last=last,
         last_word="last success",
-        created=_time((obj.get("metadata") or {}).get("creationTimestamp")),
-        due=schedule.previous_fire(now - probe.grace),
+        created=created,
+        due=due_by(schedule, now - probe.grace, last_run=last, created=created),
         expected=expected,
     )
 
@@ -332,16 +338,14 @@ def _velero_one(
     except ValueError as error:
         return ProbeResult.unknown(f"{label}: cannot read the schedule of {name} ({error})", expected)
     last = _time(status.get("lastBackup"))
-    due = schedule.previous_fire(now - probe.grace)
-    if schedule.every is not None and last is not None:
-        # "@every 6h" has no fixed times: it is due one interval after the last run.
-        due = now - probe.grace - schedule.every
+    created = _time((found.get("metadata") or {}).get("creationTimestamp"))
     recent = _recent(
         label=f"{label} (Schedule {name})",
         last=last,
         last_word="last backup",
-        created=_time((found.get("metadata") or {}).get("creationTimestamp")),
-        due=due,
+        created=created,
+        # "@every 6h" has no fixed times: one interval after the last backup (or the creation) is due.
+        due=due_by(schedule, now - probe.grace, last_run=last, created=created),
         expected=expected,
     )
     if recent.mark is not Mark.PASS or not probe.require_completed:

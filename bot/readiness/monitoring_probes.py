@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from bot.readiness.alertmanager_config import AlertmanagerConfigError, parse_config
+from bot.readiness.causes import general
 from bot.readiness.results import ProbeResult
 from config.readiness_model import AlertmanagerProbe, Probe, PrometheusProbe, PrometheusRuleProbe
 
@@ -64,7 +65,7 @@ async def run(probe: MonitoringProbe, env: ProbeEnv) -> ProbeResult:
 async def _query(probe: PrometheusProbe, env: ProbeEnv, expected: str) -> ProbeResult:
     prometheus = env.prometheus
     if prometheus is None:
-        return ProbeResult.unknown(_NO_PROMETHEUS, expected)
+        return ProbeResult.unknown(_NO_PROMETHEUS, expected, [general(_NO_PROMETHEUS)])
     samples: list[Sample] = await env.cache.get(("query", probe.query), lambda: prometheus.query(probe.query))
     if not samples:
         found = "the query returned no series"
@@ -86,7 +87,7 @@ async def _query(probe: PrometheusProbe, env: ProbeEnv, expected: str) -> ProbeR
 async def _rule(probe: PrometheusRuleProbe, env: ProbeEnv, expected: str) -> ProbeResult:
     prometheus = env.prometheus
     if prometheus is None:
-        return ProbeResult.unknown(_NO_PROMETHEUS, expected)
+        return ProbeResult.unknown(_NO_PROMETHEUS, expected, [general(_NO_PROMETHEUS)])
     rules: list[AlertingRule] = await env.cache.get(("rules",), prometheus.alerting_rules)
     wanted_expr = normalize_expr(probe.expr) if probe.expr else None
     for rule in rules:
@@ -108,7 +109,7 @@ def normalize_expr(expr: str) -> str:
 async def _alertmanager(probe: AlertmanagerProbe, env: ProbeEnv, expected: str) -> ProbeResult:
     alertmanager = env.alertmanager
     if alertmanager is None:
-        return ProbeResult.unknown(_NO_ALERTMANAGER, expected)
+        return ProbeResult.unknown(_NO_ALERTMANAGER, expected, [general(_NO_ALERTMANAGER)])
     status: dict[str, Any] = await env.cache.get(("alertmanager-status",), alertmanager.status)
     try:
         config = parse_config(status)

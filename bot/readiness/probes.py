@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from bot.errors import UserError
 from bot.readiness import kube_probes, monitoring_probes, self_probes
+from bot.readiness.causes import cause_of, general
 from bot.readiness.results import Mark, ProbeResult, all_of, any_of
 from config.readiness_model import AllProbe, AnyProbe, ManualProbe, Plan, Probe
 
@@ -123,7 +124,8 @@ async def _run_criterion(
         async with asyncio.timeout(timeout_s):
             result = await run_probe(probe, env)
     except TimeoutError:
-        result = ProbeResult.unknown(f"no answer within {timeout_s:g} s", describe_probe(probe))
+        reason = f"no answer within {timeout_s:g} s"
+        result = ProbeResult.unknown(reason, describe_probe(probe), [general(reason)])
     except Exception as error:
         # A probe bug must cost one criterion, not the scorecard.
         log.exception("readiness: the probe of %s failed", criterion_id)
@@ -149,7 +151,7 @@ async def run_probe(probe: Probe, env: ProbeEnv) -> ProbeResult:
     except UserError as error:
         # Every "could not look" error (Kubernetes, Prometheus, Alertmanager)
         # is a UserError whose message is safe to show.
-        return ProbeResult.unknown(str(error), describe_probe(probe))
+        return ProbeResult.unknown(str(error), describe_probe(probe), [cause_of(error)])
 
 
 def describe_probe(probe: Probe) -> str:

@@ -96,8 +96,11 @@ def change_context(change: Change, card: Scorecard) -> dict[str, Any]:
     if change.first_run or change.since is None:
         return {"first": True, "line": "first run: nothing to compare with yet"}
     delta = change.passed_delta(card.overall)
-    parts = [f"{delta:+d} passing" if delta else "no change in passing criteria"]
-    for mark, words in ((Mark.PASS, "now pass"), (Mark.FAIL, "now fail"), (Mark.UNKNOWN, "now unknown")):
+    # What now fails leads: it is what the reader must act on.
+    failing = change.to(Mark.FAIL)
+    parts = [f"{ICONS[Mark.FAIL]} now fail: {ids_text(failing)}"] if failing else []
+    parts.append(f"{delta:+d} passing" if delta else "no change in passing criteria")
+    for mark, words in ((Mark.PASS, "now pass"), (Mark.UNKNOWN, "now unknown")):
         ids = change.to(mark)
         if ids:
             parts.append(f"{ICONS[mark]} {words}: {ids_text(ids)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from bot.readiness.causes import general
 from bot.readiness.results import ProbeResult
 from config.durations import format_duration
 from config.readiness_model import Probe, ReadybotProbe
@@ -43,7 +44,8 @@ async def _watchdog(env: ProbeEnv, expected: str) -> ProbeResult:
     if switch is None:
         return ProbeResult.unknown("only the running bot knows its Watchdog heartbeats", expected)
     if not switch.settings.enabled:
-        return ProbeResult.unknown("the dead-man's switch is off (deadman.enabled)", expected)
+        reason = "the dead-man's switch is off (deadman.enabled)"
+        return ProbeResult.unknown(reason, expected, [general(reason)])
     views = await switch.status()
     if not views:
         return ProbeResult.failed("no Watchdog heartbeat received yet", expected)

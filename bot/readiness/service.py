@@ -65,7 +65,7 @@ class ReadinessService:
         env = self._env_factory()
         outcomes = await run_plan(self.plan, env, timeout_s=self.settings.probe_timeout_s)
         results = [
-            CriterionResult(o.criterion_id, o.result.mark, o.result.found, o.result.expected)
+            CriterionResult(o.criterion_id, o.result.mark, o.result.found, o.result.expected, o.result.causes)
             for o in outcomes
         ]
         scorecard = score(self.plan, results, self._clock())

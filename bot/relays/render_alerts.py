@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -115,6 +116,18 @@ def duration_text(seconds: float) -> str:
     return " ".join(p for p in parts if p)
 
 
+def since_text(started: float, now: float) -> str:
+    """``02:41 UTC`` the same UTC day as ``now``, else ``2026-03-03 23:41 UTC``."""
+    moment = datetime.fromtimestamp(started, UTC)
+    same_day = moment.date() == datetime.fromtimestamp(now, UTC).date()
+    return moment.strftime("%H:%M UTC" if same_day else "%Y-%m-%d %H:%M UTC")
+
+
+def alert_order(alert: AlertState) -> tuple[float, tuple[tuple[str, str], ...], str]:
+    """Alerts in a group by start, then labels: a key that does not change when one resolves."""
+    return (alert.starts_at, tuple(sorted(alert.labels.items())), alert.fingerprint)
+
+
 @dataclass(frozen=True)
 class DigestEntry:
     """One digest line, rendered: both variants, and what it may cost at most."""
@@ -154,41 +167,52 @@ class AlertRenderer:
 
     # -- a group's own message --------------------------------------------------
 
-    def group(self, state: GroupState, *, mention: bool = False) -> Message:
-        """The group's message, listing as many alerts as fit."""
+    def group(self, state: GroupState, *, mention: bool = False, now: float | None = None) -> Message:
+        """The group's message, listing as many alerts as fit.
+
+        ``now`` (the relay's clock; the group's last update by default) is
+        what "Firing since 02:41 UTC, 12m" counts to: the message says how
+        long as of when it was rendered, and each edit renders it again.
+        """
+        at = state.updated_at if now is None else now
         shown = min(len(state.alerts), self._settings.max_alerts_shown)
-        message = self._group_with(state, shown, mention)
+        message = self._group_with(state, shown, mention, at)
         if _fits(message):
             return message
         low, high = 0, shown - 1
         while low < high:  # the most alerts that still fit
             middle = (low + high + 1) // 2
-            if _fits(self._group_with(state, middle, mention)):
+            if _fits(self._group_with(state, middle, mention, at)):
                 low = middle
             else:
                 high = middle - 1
-        message = self._group_with(state, low, mention)
+        message = self._group_with(state, low, mention, at)
         # The header alone is capped far below the limit; this is a last resort.
         return message if _fits(message) else Message(plain=message.plain)
 
-    def _group_with(self, state: GroupState, shown: int, mention: bool) -> Message:
-        return self._templates.render("alert_group", **self.group_view(state, shown=shown, mention=mention))
+    def _group_with(self, state: GroupState, shown: int, mention: bool, now: float) -> Message:
+        view = self.group_view(state, shown=shown, mention=mention, now=now)
+        return self._templates.render("alert_group", **view)
 
     def should_mention(self, state: GroupState) -> bool:
         return severity_of(state, self._settings.severity_label) in self._settings.mention_room_severities
 
-    def group_view(self, state: GroupState, *, shown: int, mention: bool = False) -> dict[str, Any]:
+    def group_view(
+        self, state: GroupState, *, shown: int, mention: bool = False, now: float | None = None
+    ) -> dict[str, Any]:
         """Everything the ``alert_group`` templates may show."""
+        at = state.updated_at if now is None else now
         settings = self._settings
         severity = severity_of(state, settings.severity_label)
         resolved = state.status == "resolved"
         emoji, color = RESOLVED_LOOK if resolved else _SEVERITY_LOOK.get(severity, _UNKNOWN_LOOK)
         hidden = set(settings.labels_hidden)
-        # Firing alerts first (oldest first), then the resolved ones.
-        ordered = sorted(state.alerts, key=lambda a: (a.status != "firing", a.starts_at))
+        # A stable order (not firing first): an alert keeps its line when it resolves.
+        ordered = sorted(state.alerts, key=alert_order)
         common_annotations = state.common_annotations
         alerts = [self._alert_view(a, state, hidden) for a in ordered[:shown]]
         fired_for = state.fired_for()
+        started = state.started_at()
         return {
             "status": state.status,
             "resolved": resolved,
@@ -207,6 +231,10 @@ class AlertRenderer:
             "resolved_count": len(state.resolved),
             "alerts": alerts,
             "more": len(state.alerts) - len(alerts),
+            # Of those not listed, how many still fire.
+            "more_firing": sum(1 for a in ordered[shown:] if a.status == "firing"),
+            "firing_since": None if resolved else since_text(started, at),
+            "firing_for": None if resolved else duration_text(max(0.0, at - started)),
             "links": self._group_links(state),
             "fired_for": duration_text(fired_for) if fired_for is not None else None,
             "mention": mention,
@@ -243,7 +271,8 @@ class AlertRenderer:
             url = safe_url(state.common_annotations.get(key))
             if url and all(url != existing for _, existing in links):
                 links.append(("Dashboard", url))
-        if self._settings.silence_link:
+        # A resolved group has nothing left to silence.
+        if self._settings.silence_link and state.status != "resolved":
             base = str(self._settings.external_url) if self._settings.external_url else state.external_url
             matchers = state.group_labels or state.common_labels
             url = silence_url(base, matchers)

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
-from bot.velero.cron import RunSchedule
 from bot.velero.model import (
     LOCATION_AVAILABLE,
     LOCATION_UNAVAILABLE,
@@ -22,6 +21,7 @@ from bot.velero.model import (
     RunView,
     ScheduleView,
 )
+from config.cron import Schedule
 
 CompletedMode = Literal["off", "digest", "each"]
 
@@ -86,7 +86,7 @@ def last_started(schedule: ScheduleView, runs: Iterable[RunView]) -> datetime | 
 
 def due_run(
     schedule: ScheduleView,
-    cron: RunSchedule,
+    cron: Schedule,
     *,
     last_start: datetime | None,
     unpaused_at: datetime | None = None,
@@ -108,7 +108,7 @@ def due_run(
 
 def missed_run(
     schedule: ScheduleView,
-    cron: RunSchedule,
+    cron: Schedule,
     *,
     last_start: datetime | None,
     now: datetime,

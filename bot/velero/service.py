@@ -32,7 +32,6 @@ from bot.store.database import Database
 from bot.store.outbox_repo import OutboxRepo
 from bot.store.velero import LocationRecord, MissedAlert, OutcomeRecord, VeleroRepo
 from bot.velero import render
-from bot.velero.cron import CronError, RunSchedule, parse_schedule_expression
 from bot.velero.model import (
     LocationView,
     RunKind,
@@ -53,6 +52,7 @@ from bot.velero.outcomes import (
     missed_run,
     recent_enough,
 )
+from config.cron import CronError, Schedule, parse_cron
 from config.velero import VeleroSettings
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class _Cache:
     # after a restart the schedule's own times are all there is).
     unpaused_at: dict[str, datetime] = field(default_factory=dict)
     # Parsed schedule expressions by schedule name, with the text they were parsed from.
-    crons: dict[str, tuple[str, RunSchedule | CronError]] = field(default_factory=dict)
+    crons: dict[str, tuple[str, Schedule | CronError]] = field(default_factory=dict)
 
 
 class VeleroService:
@@ -476,16 +476,16 @@ class VeleroService:
         if before is not None and before.paused and not after.paused:
             self._cache.unpaused_at[after.name] = _datetime(self._clock())
 
-    def _cron(self, schedule: ScheduleView) -> RunSchedule | None:
+    def _cron(self, schedule: ScheduleView) -> Schedule | None:
         parsed = self._parsed(schedule)
         return None if isinstance(parsed, CronError) else parsed
 
-    def _parsed(self, schedule: ScheduleView) -> RunSchedule | CronError:
+    def _parsed(self, schedule: ScheduleView) -> Schedule | CronError:
         cached = self._cache.crons.get(schedule.name)
         if cached is not None and cached[0] == schedule.cron:
             return cached[1]
         try:
-            parsed: RunSchedule | CronError = parse_schedule_expression(schedule.cron)
+            parsed: Schedule | CronError = parse_cron(schedule.cron)
         except CronError as error:
             log.warning(
                 "velero: cannot read the schedule of %s (%s); it is not checked", schedule.name, error

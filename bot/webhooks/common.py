@@ -46,6 +46,17 @@ class PayloadError(Exception):
         self.problems = problems or []
 
 
+# The body limit of the server a request came through (set by bot.webhooks.server).
+BODY_LIMIT = web.RequestKey("body_limit", int)
+
+
+def body_too_large(limit: int | None) -> str:
+    """The one wording of a 413, whether the size was announced (Content-Length) or found reading chunks."""
+    if limit is None:
+        return "body too large (http.max_body_bytes)"
+    return f"body too large: the limit is {limit} bytes (http.max_body_bytes)"
+
+
 async def read_json_body(request: web.Request) -> bytes:
     """The raw body of a JSON POST, or ``PayloadError`` (405, 415, 413)."""
     if request.method != "POST":
@@ -56,7 +67,7 @@ async def read_json_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         # A chunked body (no Content-Length) cut off at the server's limit.
-        raise PayloadError(413, "body too large") from None
+        raise PayloadError(413, body_too_large(request.get(BODY_LIMIT))) from None
 
 
 def decode_json_object(body: bytes) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
 from bot.metrics import Metrics
+from bot.webhooks.common import BODY_LIMIT, body_too_large
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,9 @@ def build_http_app(
         handler = hooks.get(name)
         if handler is None:
             return _problem(404, f"no hook named {name!r}")
+        request[BODY_LIMIT] = max_body_bytes
         if request.content_length is not None and request.content_length > max_body_bytes:
-            return _problem(413, f"body larger than {max_body_bytes} bytes")
+            return _problem(413, body_too_large(max_body_bytes))
         return await handler(request)
 
     app = web.Application(client_max_size=max_body_bytes)

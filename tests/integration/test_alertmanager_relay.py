@@ -143,7 +143,7 @@ async def test_alerts_arrive_as_one_message_per_group_and_resolving_edits_it(
     prod = by_namespace["prod"]
     assert prod.body.startswith("🟠 FIRING [WARNING] " + name)
     assert "web is crash looping" in prod.body
-    assert prod.formatted_body is not None and "<b>FIRING</b>" in prod.formatted_body
+    assert prod.formatted_body is not None and "<strong>FIRING</strong>" in prod.formatted_body
     assert "/#/silences/new?filter=" in prod.body
 
     # A second alert in the prod group: the same message, edited, and a line in its thread.

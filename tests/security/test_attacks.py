@@ -381,12 +381,12 @@ HOOK_CASES: dict[str, tuple[HookCase, int, str]] = {
     "oversized_body": (
         lambda s, h, m: HookRequest(token_of(s, h), oversized(h, m)),
         413,
-        f"body larger than {MAX_BODY_BYTES} bytes",
+        f"body too large: the limit is {MAX_BODY_BYTES} bytes (http.max_body_bytes)",
     ),
     "oversized_chunked_body": (
         lambda s, h, m: HookRequest(token_of(s, h), None, chunked=oversized(h, m)),
         413,
-        "body too large",
+        f"body too large: the limit is {MAX_BODY_BYTES} bytes (http.max_body_bytes)",
     ),
     "invalid_json": (
         lambda s, h, m: HookRequest(token_of(s, h), valid_body(h, m)[:-2]),

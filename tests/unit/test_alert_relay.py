@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 import bot.alerting.relay as relay_module
+import bot.render.templates
 from bot.alerting.relay import DIGEST_EDIT_INTERVAL_S, AlertRelay
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxKind, build_event
@@ -879,11 +880,56 @@ def test_group_message_shows_severity_summary_labels_and_links() -> None:
     assert "Runbook: https://runbooks.example/disk" in message.plain
     assert "Dashboard: https://grafana.example/d/disk" in message.plain
     assert message.html is not None
-    assert '<font color="#d0021b">' in message.html
+    assert '<span data-mx-color="#d0021b">' in message.html
     assert (
         "Silence: http://alertmanager.example:9093/#/silences/new?filter=%7Balertname%3D%22DiskFull%22%7D"
         in message.plain
     )
+
+
+ALERT_START = 1_795_600_800.0  # 2026-11-25 10:00 UTC, the startsAt of alert()
+
+
+def test_a_firing_group_says_since_when_as_of_the_time_it_is_rendered() -> None:
+    """Firing: "Firing since 10:00 UTC, 12m." counted to the render time; another day shows the date."""
+    state = group_of(alert("a"), alert("b"))
+    message = renderer().group(state, now=ALERT_START + 12 * 60 + 5)
+    assert "Firing since 10:00 UTC, 12m." in message.plain
+    assert message.html is not None and "Firing since 10:00 UTC, 12m." in message.html
+    next_day = renderer().group(state, now=ALERT_START + 86_400 + 3_600)
+    assert "Firing since 2026-11-25 10:00 UTC, 1d 1h." in next_day.plain
+
+
+def test_a_resolved_group_has_no_silence_link_and_no_firing_since() -> None:
+    """Nothing left to silence once resolved: the Silence link goes, and so does "Firing since"."""
+    state = group_of(alert("a", "resolved"))
+    message = renderer().group(state, now=ALERT_START + 3_600)
+    assert message.html is not None
+    assert "Silence" not in message.plain and "/#/silences/new" not in message.html
+    assert "Firing since" not in message.plain
+    assert "Resolved after 30m." in message.plain
+
+
+def test_alerts_keep_their_place_in_the_group_when_one_resolves() -> None:
+    """The list is ordered by start and labels, not by status: a resolving alert does not jump to the end."""
+
+    def order(state: GroupState) -> list[str]:
+        plain = renderer().group(state, now=ALERT_START).plain
+        return [line.split("instance=")[1][:1] for line in plain.splitlines() if "instance=" in line]
+
+    assert order(group_of(alert("a"), alert("b"), alert("c"))) == ["a", "b", "c"]
+    assert order(group_of(alert("a", "resolved"), alert("b"), alert("c"))) == ["a", "b", "c"]
+    assert order(group_of(alert("c"), alert("b", "resolved"), alert("a"))) == ["a", "b", "c"]
+
+
+def test_colours_use_data_mx_color_and_bold_is_strong_in_every_template() -> None:
+    """No deprecated <font color> and one bold tag (<strong>) across all shipped HTML templates."""
+    message = renderer().group(group_of(alert("a", labels={"severity": "critical"})), now=ALERT_START)
+    assert message.html is not None and '<span data-mx-color="#d0021b">' in message.html
+    shipped = Path(bot.render.templates.__file__).parent / "templates"
+    for template in sorted(shipped.glob("*.html.j2")):
+        text = template.read_text(encoding="utf-8")
+        assert "<font" not in text and "<b>" not in text, template.name
 
 
 def test_silence_link_escapes_label_values() -> None:

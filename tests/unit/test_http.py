@@ -147,3 +147,35 @@ async def test_scoped_token_reaches_the_hook_with_its_scope() -> None:
         assert await wide.text() == "None"
         other = await test_client.post("/hooks/other", headers={"Authorization": "Bearer team-a-token-1234"})
         assert other.status == 401
+
+
+async def test_a_body_over_the_limit_gets_the_same_answer_with_or_without_content_length() -> None:
+    """413 says the same, naming the limit, whether the size was announced or found while reading chunks."""
+    from bot.webhooks.common import PayloadError, problem, read_json_body
+
+    async def reads_json(request: web.Request) -> web.Response:
+        try:
+            await read_json_body(request)
+        except PayloadError as error:
+            return problem(error.status, error.detail)
+        return web.Response(text="read")
+
+    app = build_http_app(
+        metrics=Metrics(),
+        health=Health(store_open=True),
+        hook_tokens={"json": SecretStr(TOKEN)},
+        hooks={"json": reads_json},
+        max_body_bytes=2048,
+    )
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b"x" * 1000
+
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        announced = await test_client.post("/hooks/json", data=b"x" * 5000, headers=headers)
+        chunked = await test_client.post("/hooks/json", data=chunks(), headers=headers)
+        answers = [(r.status, await r.json()) for r in (announced, chunked)]
+    expected = {"error": "body too large: the limit is 2048 bytes (http.max_body_bytes)"}
+    assert answers == [(413, expected), (413, expected)]

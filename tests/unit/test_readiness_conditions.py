@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -124,37 +124,27 @@ def test_descriptions_say_the_condition_and_what_was_found() -> None:
     assert shown_at(POLICY, matches) == 'spec has ["Enforce"]'
 
 
-# --- cron ------------------------------------------------------------------------
+# --- cron (config/cron.py, the one reader; its table and properties are in test_cron.py) ---
 
 WEDNESDAY_NOON = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 
 
-def test_day_zero_is_sunday_as_in_cron_not_monday_as_in_apscheduler() -> None:
-    """`0 3 * * 0` (the plan's weekly backup) last fired on Sunday, seven days apart."""
-    weekly = parse_cron("0 3 * * 0")
-    previous = weekly.previous_fire(WEDNESDAY_NOON)
-    assert previous == datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
-    assert previous.strftime("%A") == "Sunday"
-    assert weekly.longest_gap(WEDNESDAY_NOON) == timedelta(days=7)
-    assert parse_cron("0 0 * * 7").previous_fire(WEDNESDAY_NOON) == datetime(2026, 3, 1, tzinfo=UTC)
-    workdays = parse_cron("0 0 * * 1-5")
-    assert workdays.longest_gap(WEDNESDAY_NOON) == timedelta(days=3)
+def test_the_scorecard_reads_both_restricted_day_fields_as_either() -> None:
+    """`0 3 1 * 1` last ran on Monday 30 November, not on the last 1st that was a Monday (June)."""
+    assert parse_cron("0 3 1 * 1").previous_fire(datetime(2026, 12, 1, 2, tzinfo=UTC)) == datetime(
+        2026, 11, 30, 3, tzinfo=UTC
+    )
 
 
-def test_previous_fire_and_longest_gap_of_common_schedules() -> None:
-    """Every 6 hours, daily at 2, minutely, @weekly and Velero's @every all answer."""
-    six_hourly = parse_cron("0 */6 * * *")
-    assert six_hourly.previous_fire(WEDNESDAY_NOON) == WEDNESDAY_NOON
-    assert six_hourly.longest_gap(WEDNESDAY_NOON) == timedelta(hours=6)
-    assert parse_cron("0 2 * * *").previous_fire(WEDNESDAY_NOON) == datetime(2026, 3, 4, 2, tzinfo=UTC)
-    assert parse_cron("* * * * *").longest_gap(WEDNESDAY_NOON) == timedelta(minutes=1)
-    assert parse_cron("@weekly").previous_fire(WEDNESDAY_NOON) == datetime(2026, 3, 1, tzinfo=UTC)
-    every = parse_cron("@every 6h")
-    assert every.every == timedelta(hours=6) and every.previous_fire(WEDNESDAY_NOON) is None
+def test_the_scorecard_reads_a_cron_tz_prefix() -> None:
+    """`CRON_TZ=Europe/Paris 0 3 * * *` is read (Velero accepts it): 03:00 in Paris is 02:00 UTC in winter."""
+    assert parse_cron("CRON_TZ=Europe/Paris 0 3 * * *").previous_fire(WEDNESDAY_NOON) == datetime(
+        2026, 3, 4, 2, tzinfo=UTC
+    )
 
 
 def test_malformed_cron_expressions_are_refused() -> None:
-    """Four fields, day 8 or a backwards weekday range are errors."""
-    for bad in ("0 2 * *", "0 0 * * 8", "0 0 * * 5-1", "61 * * * *"):
+    """Four fields, day 7 or 8 (robfig's weekdays are 0-6), a backwards weekday range are errors."""
+    for bad in ("0 2 * *", "0 0 * * 7", "0 0 * * 8", "0 0 * * 5-1", "61 * * * *"):
         with pytest.raises(ValueError, match=r"."):
             parse_cron(bad)

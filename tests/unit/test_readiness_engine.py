@@ -11,7 +11,7 @@ import pytest
 
 from bot.readiness.engine import CriterionResult, Tally, compare, notices, score
 from bot.readiness.probes import ProbeEnv
-from bot.readiness.results import Mark, ProbeResult, all_of, any_of
+from bot.readiness.results import Cause, Mark, ProbeResult, all_of, any_of
 from bot.readiness.service import ReadinessService
 from bot.store.database import Database
 from bot.store.readiness import ReadinessRepo
@@ -63,20 +63,41 @@ def test_groups_are_tallied_by_category_phase_and_step_with_a_mark_each() -> Non
     assert card.categories["team"].manual == 4
 
 
-def test_a_shared_reason_for_unknown_becomes_a_notice_with_cluster_unreachable_first() -> None:
-    """Reasons shared by unknown criteria are summed; "cluster unreachable" comes first even if rarer."""
+def test_unknown_criteria_are_counted_per_cause_with_cluster_unreachable_first() -> None:
+    """Causes shared by unknown criteria are summed; "cluster unreachable" comes first even if rarer."""
+    prometheus = Cause("Prometheus is not configured", general=True)
+    unreachable = Cause("cluster unreachable: connection refused", general=True)
     found = [
-        CriterionResult("a", Mark.UNKNOWN, "Prometheus is not configured", ""),
-        CriterionResult("b", Mark.UNKNOWN, "Prometheus is not configured", ""),
-        CriterionResult(
-            "c", Mark.UNKNOWN, "Prometheus is not configured; cluster unreachable: connection refused", ""
-        ),
-        CriterionResult("d", Mark.FAIL, "cluster unreachable: ignored for fails", ""),
-        CriterionResult("e", Mark.UNKNOWN, "a reason only once", ""),
+        CriterionResult("a", Mark.UNKNOWN, "Prometheus is not configured", "", (prometheus,)),
+        CriterionResult("b", Mark.UNKNOWN, "0 found; Prometheus is not configured", "", (prometheus,)),
+        CriterionResult("c", Mark.UNKNOWN, "…", "", (prometheus, unreachable)),
+        CriterionResult("d", Mark.FAIL, "cluster unreachable: ignored for fails", "", (unreachable,)),
+        CriterionResult("e", Mark.UNKNOWN, "a reason only once", "", (Cause("a reason only once"),)),
+        CriterionResult("f", Mark.UNKNOWN, "a shared reason", "", (Cause("a shared reason"),)),
+        CriterionResult("g", Mark.UNKNOWN, "a shared reason", ""),
     ]
     assert notices(found) == (
         "cluster unreachable: connection refused (1 criterion unknown)",
         "Prometheus is not configured (3 criteria unknown)",
+        "a shared reason (2 criteria unknown)",
+    )
+
+
+def test_missing_types_of_one_product_are_one_line_naming_each_type() -> None:
+    """Two Velero CRDs missing in three criteria: one line naming both; a lone RBAC refusal is shown."""
+    schedules = Cause("Velero is not installed", missing="schedules.velero.io", general=True)
+    restores = Cause("Velero is not installed", missing="restores.velero.io", general=True)
+    forbidden = Cause("forbidden: the bot may not list cronjobs.batch", general=True)
+    found = [
+        CriterionResult("a", Mark.UNKNOWN, "…", "", (schedules,)),
+        CriterionResult("b", Mark.UNKNOWN, "…", "", (schedules, restores)),
+        CriterionResult("c", Mark.UNKNOWN, "0 found; …", "", (restores,)),
+        CriterionResult("d", Mark.UNKNOWN, "…", "", (forbidden,)),
+    ]
+    assert notices(found) == (
+        "Velero is not installed: schedules.velero.io, restores.velero.io are not served"
+        " (3 criteria unknown)",
+        "forbidden: the bot may not list cronjobs.batch (1 criterion unknown)",
     )
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
 
 from bot.errors import ConfigError
 from bot.features import Authorizer, Extensions, FeatureContext, PowerLookup, enabled_features
@@ -19,6 +19,7 @@ from bot.outbox import Outbox
 from bot.readiness.feature import DIGEST_JOB_ID, readiness_feature
 from bot.readiness.service import ReadinessService
 from bot.render.templates import Templates
+from bot.scheduling import CronScheduleTrigger
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
 from bot.store.kv import KeyValueRepo
@@ -86,8 +87,9 @@ async def test_the_feature_provides_the_service_and_schedules_the_weekly_digest(
     service = ctx.extensions.get(ReadinessService)
     assert len(service.plan.criteria()) == 46
     job = ctx.scheduler.get_job(DIGEST_JOB_ID)
-    assert job is not None and isinstance(job.trigger, CronTrigger)
-    assert str(job.trigger) == "cron[month='*', day='*', day_of_week='mon', hour='9', minute='0']"
+    assert job is not None and isinstance(job.trigger, CronScheduleTrigger)
+    wednesday = datetime(2026, 3, 4, 12, tzinfo=UTC)
+    assert job.trigger.get_next_fire_time(None, wednesday) == datetime(2026, 3, 9, 9, tzinfo=UTC)
 
 
 async def test_without_rooms_no_digest_is_scheduled(db: Database) -> None:

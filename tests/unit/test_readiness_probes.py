@@ -19,7 +19,7 @@ from bot.deadman import DeadmansSwitch
 from bot.outbox import Outbox
 from bot.readiness.engine import CriterionResult, score
 from bot.readiness.probes import ProbeEnv, run_plan, run_probe
-from bot.readiness.results import Mark, ProbeResult
+from bot.readiness.results import Cause, Mark, ProbeResult
 from bot.render.templates import Templates
 from bot.store.database import Database
 from config.deadman import DeadmanSettings
@@ -385,7 +385,9 @@ async def test_an_unreachable_cluster_makes_every_cluster_criterion_unknown_at_o
     cluster = [o for o in outcomes if "cluster unreachable: connection refused" in o.result.found]
     assert len(cluster) == 18
     assert all(o.result.mark is Mark.UNKNOWN for o in outcomes if o.result.mark is not Mark.MANUAL)
-    results = [CriterionResult(o.criterion_id, o.result.mark, o.result.found, "") for o in outcomes]
+    results = [
+        CriterionResult(o.criterion_id, o.result.mark, o.result.found, "", o.result.causes) for o in outcomes
+    ]
     card = score(plan, results, 0)
     assert card.notices[0] == "cluster unreachable: connection refused (18 criteria unknown)"
     assert card.overall.passed == 0 and card.overall.failed == 0
@@ -444,6 +446,7 @@ async def test_without_kubernetes_access_the_cluster_criteria_say_what_to_config
         Mark.UNKNOWN,
         "Kubernetes access is not configured (kubernetes.enabled)",
         'configmaps kube-system/cilium-config: data.policy-audit-mode ≠ "true"',
+        (Cause("Kubernetes access is not configured (kubernetes.enabled)", general=True),),
     )
 
 
@@ -513,3 +516,42 @@ async def test_the_probes_of_one_run_run_concurrently(kube_api: KubeHandle) -> N
     began = asyncio.get_running_loop().time()
     await run_plan(plan, ProbeEnv(kube=kube_api.api, clock=time.time), timeout_s=5)
     assert asyncio.get_running_loop().time() - began < 0.8 + 0.4
+
+
+_KYVERNO_AND_VELERO_TYPES = (
+    ("kyverno.io", "clusterpolicies"),
+    ("kyverno.io", "policies"),
+    ("policies.kyverno.io", "validatingpolicies"),
+    ("velero.io", "schedules"),
+    ("velero.io", "backups"),
+    ("velero.io", "restores"),
+    ("velero.io", "backupstoragelocations"),
+)
+
+
+async def test_unknown_criteria_are_grouped_by_cause_naming_the_missing_crds(kube_api: KubeHandle) -> None:
+    """Kyverno and Velero CRDs missing: a ⚠️ line per product naming its unserved types, none per evidence."""
+    seed_starting_point(kube_api.store)
+    server = kube_api.require_server()
+    for group, plural in _KYVERNO_AND_VELERO_TYPES:
+        server.unregister(group, plural)
+    plan = shipped_plan()
+    environment = ProbeEnv(kube=kube_api.api, clock=time.time)
+    outcomes = await run_plan(plan, environment, timeout_s=5)
+    results = [
+        CriterionResult(o.criterion_id, o.result.mark, o.result.found, "", o.result.causes) for o in outcomes
+    ]
+    velero = [
+        o.criterion_id for o in outcomes if "velero.io" in o.result.found and o.result.mark is Mark.UNKNOWN
+    ]
+    kyverno = [
+        o.criterion_id for o in outcomes if "kyverno.io" in o.result.found and o.result.mark is Mark.UNKNOWN
+    ]
+    notices = score(plan, results, 0).notices
+    assert not any(notice.startswith("0 found") for notice in notices), notices
+    velero_line = next(notice for notice in notices if notice.startswith("Velero is not installed: "))
+    assert "schedules.velero.io" in velero_line and "restores.velero.io" in velero_line
+    assert velero_line.endswith(f"({len(velero)} criteria unknown)")
+    kyverno_line = next(notice for notice in notices if notice.startswith("Kyverno is not installed: "))
+    assert "clusterpolicies.kyverno.io" in kyverno_line
+    assert kyverno_line.endswith(f"({len(kyverno)} criteria unknown)")

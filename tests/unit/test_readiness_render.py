@@ -69,6 +69,25 @@ def test_status_has_a_row_per_category_and_phase_with_counts_and_marks() -> None
     assert sum(line[:1] in "✅❌❔📝—" for line in lines) == 13
 
 
+def test_the_status_leads_with_what_now_fails() -> None:
+    """Criteria that now fail are named right under the score line, before the ⚠️ lines and the rows."""
+    previous = {"1.1.1": Mark.FAIL, "1.3.1": Mark.PASS, "2.1.1": Mark.PASS}
+    for message in (
+        status_message(TEMPLATES, report(STARTING, previous=previous), "!"),
+        digest_message(TEMPLATES, report(STARTING, previous=previous), "!"),
+    ):
+        lines = message.plain.splitlines()
+        change = next(index for index, line in enumerate(lines) if line.startswith("Change since"))
+        assert lines[change] == (
+            "Change since 2026-03-03 04:00 UTC: ❌ now fail: 1.3.1; +3 passing;"
+            " ✅ now pass: 1.1.1; ❔ now unknown: 2.1.1"
+        )
+        assert change < lines.index("By category:")
+        assert lines[change - 1].startswith("Production Readiness Plan: 67%")
+        assert message.html is not None
+        assert message.html.index("now fail") < message.html.index("By category")
+
+
 def test_status_html_is_escaped_and_both_bodies_fit_a_matrix_event() -> None:
     """The HTML body carries the same rows; each field stays under the message size cap."""
     message = status_message(TEMPLATES, report(STARTING), "!")

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from bot.velero.cron import CronError, parse_schedule_expression
 from bot.velero.model import RunKind, parse_location, parse_run, parse_schedule
 from bot.velero.outcomes import (
     Disposition,
@@ -20,6 +19,7 @@ from bot.velero.outcomes import (
     missed_run,
     recent_enough,
 )
+from config.cron import parse_cron
 
 # A Wednesday, so weekday rules have something to bite on.
 NOW = datetime(2024, 1, 3, 12, 0, tzinfo=UTC)
@@ -161,62 +161,21 @@ def test_schedules_and_locations_are_read() -> None:
     assert (location.phase, location.message, location.default) == ("Unavailable", "no bucket", True)
 
 
-# --- cron ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("expression", "expected"),
-    [
-        ("0 2 * * *", "2024-01-04T02:00:00"),
-        ("*/15 * * * *", "2024-01-03T12:15:00"),
-        ("@daily", "2024-01-04T00:00:00"),
-        ("@hourly", "2024-01-03T13:00:00"),
-        ("@weekly", "2024-01-07T00:00:00"),
-        ("@every 1h30m", "2024-01-03T13:30:00"),
-        # cron's 0 is Sunday (APScheduler 3's 0 would be Monday).
-        ("0 9 * * 0", "2024-01-07T09:00:00"),
-        ("0 9 * * 7", "2024-01-07T09:00:00"),
-        ("0 9 * * 1-5", "2024-01-04T09:00:00"),
-        ("0 9 * * */2", "2024-01-04T09:00:00"),  # sun,tue,thu,sat: Thursday
-        ("0 9 * * SUN", "2024-01-07T09:00:00"),
-        ("0 0 * * 5-7", "2024-01-05T00:00:00"),
-        # Both day fields restricted: either one matching is enough, as in cron.
-        ("0 9 1 * 1", "2024-01-08T09:00:00"),
-        ("0 9 4 * 1", "2024-01-04T09:00:00"),
-        ("0 2 ? * *", "2024-01-04T02:00:00"),
-        ("CRON_TZ=Europe/Berlin 0 2 * * *", "2024-01-04T01:00:00"),
-        ("TZ=America/New_York 0 2 * * *", "2024-01-04T07:00:00"),
-    ],
-)
-def test_the_next_run_is_what_velero_would_compute(expression: str, expected: str) -> None:
-    """robfig/cron's reading of a schedule (weekday numbers, day OR, descriptors, zones) is kept."""
-    assert parse_schedule_expression(expression).next_after(NOW) == at(expected)
+# --- cron (the table of robfig/cron cases is in test_cron.py) --------------------------------
 
 
 def test_the_next_run_is_strictly_after_the_given_moment() -> None:
     """A backup started exactly at a fire time owes the next fire time, not the same one."""
-    cron = parse_schedule_expression("0 2 * * *")
+    cron = parse_cron("0 2 * * *")
     assert cron.next_after(at("2024-01-03T02:00:00")) == at("2024-01-04T02:00:00")
 
 
-@pytest.mark.parametrize(
-    "expression",
-    [
-        "",
-        "* * *",
-        "0 2 * * 8",
-        "61 * * * *",
-        "@every",
-        "@every 10x",
-        "@every 500ms",
-        "TZ=No/Where 0 * * * *",
-        "0 2 * * mon-sun-x",
-    ],
-)
-def test_unreadable_schedules_are_refused_with_a_reason(expression: str) -> None:
-    """Expressions Velero would refuse raise CronError (a ValueError) instead of guessing."""
-    with pytest.raises(CronError):
-        parse_schedule_expression(expression)
+def test_the_relay_reads_both_restricted_day_fields_as_either() -> None:
+    """`0 3 1 * 1` owes a run on the 1st or on a Monday, whichever comes first (as Velero runs it)."""
+    cron = parse_cron("0 3 1 * 1")
+    view = parse_schedule(schedule(cron="0 3 1 * 1"))
+    assert due_run(view, cron, last_start=at("2026-11-20T03:00:00")) == at("2026-11-23T03:00:00")
+    assert due_run(view, cron, last_start=at("2026-11-30T03:00:00")) == at("2026-12-01T03:00:00")
 
 
 # --- outcomes --------------------------------------------------------------------------
@@ -259,7 +218,7 @@ def test_outcomes_older_than_the_catch_up_window_are_not_posted() -> None:
 def test_a_run_is_missed_only_once_the_grace_after_its_due_time_has_passed() -> None:
     """Last backup yesterday 02:00 → today's 02:00 run is due; missed after 03:00 (grace 1 h), not before."""
     view = parse_schedule(schedule())
-    cron = parse_schedule_expression(view.cron)
+    cron = parse_cron(view.cron)
     last = at("2024-01-02T02:00:05")
     assert missed_run(view, cron, last_start=last, now=at("2024-01-03T02:59:59"), grace=GRACE) is None
     missed = missed_run(view, cron, last_start=last, now=at("2024-01-03T03:00:00"), grace=GRACE)
@@ -270,14 +229,14 @@ def test_a_run_is_missed_only_once_the_grace_after_its_due_time_has_passed() -> 
 def test_a_backup_started_after_the_due_time_means_nothing_is_missed() -> None:
     """Today's run started a little late: nothing is missed until tomorrow's run plus grace."""
     view = parse_schedule(schedule())
-    cron = parse_schedule_expression(view.cron)
+    cron = parse_cron(view.cron)
     assert missed_run(view, cron, last_start=at("2024-01-03T02:00:40"), now=NOW, grace=GRACE) is None
 
 
 def test_a_schedule_that_never_produced_a_backup_is_missed_after_its_first_run() -> None:
     """Without any backup, the first fire time after creation is owed; the alert says 'never'."""
     view = parse_schedule(schedule(created=at("2024-01-02T10:00:00")))
-    cron = parse_schedule_expression(view.cron)
+    cron = parse_cron(view.cron)
     missed = missed_run(view, cron, last_start=None, now=NOW, grace=GRACE)
     assert missed is not None and missed.never and missed.expected_at == at("2024-01-03T02:00:00")
     young = parse_schedule(schedule(created=at("2024-01-03T02:30:00")))
@@ -286,7 +245,7 @@ def test_a_schedule_that_never_produced_a_backup_is_missed_after_its_first_run()
 
 def test_paused_schedules_are_never_missed_and_unpausing_restarts_the_clock() -> None:
     """A paused schedule owes nothing; once seen unpaused, runs before that moment are not misses."""
-    cron = parse_schedule_expression("0 * * * *")
+    cron = parse_cron("0 * * * *")
     last = at("2024-01-01T00:00:00")
     paused = parse_schedule(schedule(cron="0 * * * *", paused=True))
     assert missed_run(paused, cron, last_start=last, now=NOW, grace=GRACE) is None
@@ -300,7 +259,7 @@ def test_paused_schedules_are_never_missed_and_unpausing_restarts_the_clock() ->
 def test_every_schedules_are_due_one_interval_after_the_last_backup() -> None:
     """@every 6h: due 6 h after the last start (to the second), missed after the grace."""
     view = parse_schedule(schedule(cron="@every 6h"))
-    cron = parse_schedule_expression(view.cron)
+    cron = parse_cron(view.cron)
     last = at("2024-01-03T04:59:59")
     assert due_run(view, cron, last_start=last) == at("2024-01-03T10:59:59")
     assert missed_run(view, cron, last_start=last, now=NOW, grace=GRACE) is not None
