@@ -1,4 +1,5 @@
-# The commands the README names. `make demo` and `make test` install what they need first.
+# The commands the README names. `make demo` and `make test` install what they need first
+# (`make test` the apt packages too, with scripts/install-test-deps).
 export UV_PYTHON_DOWNLOADS := never
 UV ?= uv
 
@@ -10,13 +11,15 @@ install:  ## the bot, the dev tools and the demo extra (Synapse) into .venv
 demo: install  ## a throwaway Synapse + the bot in an encrypted room; prints how to log in
 	$(UV) run readybot demo
 
-test: install  ## the whole suite: unit tests and integration tests against a real Synapse
+test: install  ## the whole suite; installs its apt packages as root, else says which command to run
+	scripts/install-test-deps
 	$(UV) run pytest
 
 test-unit: install
 	$(UV) run pytest tests/unit
 
 test-integration: install
+	scripts/install-test-deps
 	$(UV) run pytest tests/integration
 
 lint: install  ## ruff (lint + format check) and mypy --strict
