@@ -206,14 +206,13 @@ async def test_backups_command_shows_schedules_history_and_an_unreachable_cluste
     cron = f"{due.minute} {due.hour} * * *"
     scene.put(v.schedule("daily", cron, created=ago(days=3)))
     scene.put(v.schedule("weekly", "@weekly", created=ago(days=3), paused=True))
-    started = due + timedelta(seconds=5)
     scene.put(
         v.backup(
             "daily-a",
             "Completed",
             schedule="daily",
-            started=started,
-            completed=started + timedelta(minutes=2),
+            started=due,
+            completed=due + timedelta(minutes=2),
         )
     )
     scene.put(v.location("default", "Available"))
