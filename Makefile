@@ -1,8 +1,9 @@
-# The commands the README names. `make demo` and `make test` install what they need first.
+# The commands the README names. `make demo` and `make test` install what they need first
+# (`make test` the apt packages too, with scripts/install-test-deps).
 export UV_PYTHON_DOWNLOADS := never
 UV ?= uv
 
-.PHONY: install element-deps demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco reliability check clean deploy-check image
+.PHONY: install test-deps element-deps demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco reliability check clean deploy-check image
 
 install:  ## the bot, the dev tools and the demo extra (Synapse) into .venv
 	$(UV) sync --locked --all-extras
@@ -18,14 +19,17 @@ $(ELEMENT_DEPS_STAMP): tests/element/package.json tests/element/package-lock.jso
 demo: install  ## a throwaway Synapse + the bot in an encrypted room; prints how to log in
 	$(UV) run readybot demo
 
-test: install element-deps  ## the whole suite: unit tests and integration tests against a real Synapse
+test: install test-deps element-deps  ## the whole suite; installs its apt packages as root, else says which command to run
 	$(UV) run pytest
 
 test-unit: install
 	$(UV) run pytest tests/unit
 
-test-integration: install element-deps
+test-integration: install test-deps element-deps
 	$(UV) run pytest tests/integration
+
+test-deps:  ## the Debian packages the tests run against (as root; else prints the apt-get command)
+	scripts/install-test-deps
 
 lint: install  ## ruff (lint + format check) and mypy --strict
 	$(UV) run ruff check .

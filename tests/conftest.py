@@ -68,6 +68,40 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
 
 
+# --- the clock tests: schedules, expiry and durations ---------------------------------
+# Marked `clock`; .ci/run runs them again under a fixed wall clock (faketime at 02:30
+# UTC), where a world built on fixed times of day instead of the injected "now" fails.
+# A test elsewhere can opt in with @pytest.mark.clock.
+_TESTS = Path(__file__).resolve().parent
+CLOCK_SUITES = tuple(
+    _TESTS / name
+    for name in (
+        "unit/test_deadman.py",
+        "unit/test_velero_service.py",
+        "unit/test_velero_outcomes.py",
+        "unit/test_approvals_machine.py",
+        "unit/test_approvals_service.py",
+        "unit/test_silences.py",
+        "unit/test_matchers.py",
+        "unit/test_falco_relay.py",
+        "unit/test_readiness_conditions.py",
+        "unit/test_readiness_probes.py",
+        "unit/test_readiness_feature.py",
+        # Not the integration tests that run Alertmanager (test_silences, test_deadman):
+        # a Go binary reads the real clock, not faketime's, and refuses silences that
+        # end in its past or alerts that ended long ago.
+        "integration/test_velero.py",
+        "integration/test_approvals.py",
+        "integration/test_falco.py",
+    )
+)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if item.path in CLOCK_SUITES:
+        item.add_marker(pytest.mark.clock)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The RBAC comparison needs every other test's requests first.

@@ -36,6 +36,8 @@ EXIT_UNAVAILABLE = 69
 BOT_LOCALPART = "readybot"
 OPERATOR_LOCALPART = "operator"
 ROOM_NAME = "readybot alerts"
+# The room's alias is #readybot-demo:<server name>: clients that address rooms by alias can send there.
+ROOM_ALIAS_LOCALPART = "readybot-demo"
 _STATE_FILE = "demo.json"
 _SYNAPSE_WATCH_INTERVAL_S = 1.0
 
@@ -187,7 +189,7 @@ async def _prepare(server: SynapseServer, base: Path, kept: DemoState | None) ->
 async def _create_room(
     server: SynapseServer, base: Path, operator_id: str, operator_password: str, bot_id: str
 ) -> str:
-    """As the operator: a private, encrypted room with the bot invited."""
+    """As the operator: a private, encrypted room with an alias and the bot invited."""
     store = base / "operator-store"
     await asyncio.to_thread(store.mkdir, exist_ok=True)
     client = AsyncClient(
@@ -204,6 +206,7 @@ async def _create_room(
             await client.keys_upload()
         response = await client.room_create(
             visibility=RoomVisibility.private,
+            alias=ROOM_ALIAS_LOCALPART,
             name=ROOM_NAME,
             topic="Alerts and commands for readybot (demo). Try !help",
             preset=RoomPreset.private_chat,
@@ -252,7 +255,8 @@ def _print_banner(server: SynapseServer, state: DemoState) -> None:
         f"  homeserver : {server.base_url}   (server name: {server.server_name})",
         f"  log in as  : {state.operator_user_id}",
         f"  password   : {state.operator_password}",
-        f"  room       : {ROOM_NAME!r} {state.room_id} (encrypted; the bot is invited)",
+        f"  room       : {ROOM_NAME!r} #{ROOM_ALIAS_LOCALPART}:{server.server_name} {state.room_id}",
+        "               (encrypted; you created it; the bot is invited)",
         f"  bot        : {state.bot_user_id}",
         "",
         "  Point any Matrix client (e.g. Element, custom homeserver) at the URL above,",

@@ -52,10 +52,11 @@ from config.alerting import AlertmanagerSettings
 from config.deadman import DeadmanSettings
 from config.falco import FalcoSettings
 from tests.fuzz.targets import LoopHost, PropertyViolated, Target
+from tests.places import UPSTREAM
 
 ROOT = Path(__file__).resolve().parents[2]
 AM_PAYLOADS = ROOT / "tests" / "payloads" / "alertmanager"
-FALCO_FIXTURES = ROOT.parent / "shared" / "fixtures" / "falco"
+FALCO_FIXTURES = UPSTREAM / "falco"
 ROOM = "!alerts:example.org"
 TOKENS = {"alertmanager": "am-token-0123456789", "falco": "falco-token-0123456789"}
 # The unit tests' limit: small enough that bodies over it are cheap to generate.

@@ -19,8 +19,9 @@ from nio import Event, RoomMessageNotice
 from bot.demo.synapse import SynapseServer
 from tests.integration.botrunner import RunningBot, bot_settings, eventually
 from tests.integration.people import Account, Person, PersonFactory
+from tests.places import UPSTREAM
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "falco"
+FIXTURES = UPSTREAM / "falco"
 TOKEN = "falco-hook-token-Vb27qL"
 WAIT_S = 30.0
 RULE = "Terminal shell in container"

@@ -200,11 +200,19 @@ async def test_backup_phases_are_reported_once_even_across_a_410_relist(scene: S
 
 async def test_backups_command_shows_schedules_history_and_an_unreachable_cluster(scene: Scene) -> None:
     """`!backups` lists schedules with last backup, phase, age and next run; `!backups daily` its history."""
-    scene.put(v.schedule("daily", "0 2 * * *", created=ago(days=3)))
+    # A daily schedule whose run five hours ago backed up: the next is due in 19 h, whatever
+    # the hour (a fixed "0 2 * * *" was really missed between 02:01 and 07:00 UTC).
+    due = ago(hours=5).replace(second=0, microsecond=0)
+    cron = f"{due.minute} {due.hour} * * *"
+    scene.put(v.schedule("daily", cron, created=ago(days=3)))
     scene.put(v.schedule("weekly", "@weekly", created=ago(days=3), paused=True))
     scene.put(
         v.backup(
-            "daily-a", "Completed", schedule="daily", started=ago(hours=5), completed=ago(hours=5, minutes=-2)
+            "daily-a",
+            "Completed",
+            schedule="daily",
+            started=due,
+            completed=due + timedelta(minutes=2),
         )
     )
     scene.put(v.location("default", "Available"))
@@ -213,8 +221,8 @@ async def test_backups_command_shows_schedules_history_and_an_unreachable_cluste
     overview = await scene.ask("!backups")
     lines = overview.splitlines()
     assert lines[0] == f"Velero schedules in namespace {scene.namespace}:"
-    assert lines[1].startswith("• daily (`0 2 * * *`): last backup daily-a Completed 5h")
-    assert "next run " in lines[1] or "due since " in lines[1] or "⏰ missed" in lines[1]
+    assert lines[1].startswith(f"• daily (`{cron}`): last backup daily-a Completed 5h")
+    assert f"next run {due + timedelta(days=1):%Y-%m-%d %H:%M} UTC (in " in lines[1]
     assert lines[2] == "• weekly (`@weekly`): last backup none yet; ⏸ paused"
     assert lines[3] == "Storage locations: default: Available"
 
@@ -233,7 +241,7 @@ async def test_backups_command_shows_schedules_history_and_an_unreachable_cluste
             if shown.startswith("⚠️ cluster unreachable"):
                 break
             await asyncio.sleep(0.25)
-        assert shown.startswith("⚠️ cluster unreachable: ") and "daily (`0 2 * * *`)" in shown
+        assert shown.startswith("⚠️ cluster unreachable: ") and f"daily (`{cron}`)" in shown
     # Back: the watches recover by themselves and the warning goes away.
     for _ in range(40):
         shown = await scene.ask("!backups")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.kube.crds import FIXTURES
+from tests.places import UPSTREAM
 
-ARGO_FIXTURE = FIXTURES / "argocd" / "diff-cache.yaml"
+ARGO_FIXTURE = UPSTREAM / "argocd" / "diff-cache.yaml"
 
 
 def application(name: str, *, labels: dict[str, str] | None = None, revision: str = "main") -> dict[str, Any]:

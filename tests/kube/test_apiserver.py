@@ -2,7 +2,7 @@
 
 These pin the behaviour the client relies on (FACTS.md, "Kubernetes in
 tests"). Tests without server-only knobs also run against a real cluster
-(READYBOT_TEST_KUBECONFIG, with the fixtures' CRDs installed).
+(READYBOT_TEST_KUBECONFIG, with the upstream CRDs installed).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import pytest
 from bot.kube.errors import ClusterUnreachable, Forbidden, KubeError, MissingCRD
 from bot.kube.resources import ARGO_APPLICATIONS
 from bot.kube.watch import WatchStatus, watch_resource
-from tests.kube.crds import ResourceDef, find, vendored_definitions
+from tests.kube.crds import CUSTOM, ResourceDef, find
 from tests.kube.handle import KubeHandle
 from tests.kube.objects import application
 
@@ -223,7 +223,7 @@ async def test_refusals_are_reported_and_retried(kube_api: KubeHandle) -> None:
         await recorder.wait_for(lambda: status.failures >= 2)
         assert isinstance(status.last_error, Forbidden)
         server.clear_faults()
-        definition = find(vendored_definitions(), GROUP, PLURAL)
+        definition = find(CUSTOM, GROUP, PLURAL)
         assert isinstance(definition, ResourceDef)
         server.unregister(GROUP, PLURAL)
         failures = status.failures

@@ -1,6 +1,6 @@
 """Builders of Velero objects (velero.io/v1) as Velero's controllers write them, for the relay's tests.
 
-Only fields the upstream CRDs in ``../shared/fixtures/crds`` define are used.
+Only fields listed in ``tests/kube/crds.py`` (checked against the upstream CRDs) are used.
 Times are RFC 3339 strings in UTC, whole seconds, as the API server sends them.
 """
 

@@ -3,7 +3,7 @@
 Two states of the plan: its starting point (Cilium enforcing, NetworkPolicies
 everywhere, Trivy deployed; the rest missing, as the plan's ticks say) and
 everything done. Objects are shaped as the upstream components write them;
-the Kyverno and Trivy ones are the upstream fixtures (copied, never edited).
+the Kyverno and Trivy ones are the upstream fixtures in ``tests/upstream/`` (copied, never edited).
 """
 
 from __future__ import annotations
@@ -12,16 +12,15 @@ import copy
 import functools
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from config.readiness_model import SHIPPED_PLAN, Plan, load_plan
 from tests.kube.store import ObjectStore
+from tests.places import UPSTREAM
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
-PLAN_DOCUMENT = FIXTURES.parent / "seed" / "production-readiness-plan.md"
+FIXTURES = UPSTREAM
 VCLUSTER_LABEL = {"vcluster.loft.sh/namespace": "true"}
 VCLUSTER_NAMESPACES = ("demo", "test", "vcluster-media")
 CRITICAL_APPS = ("cilium", "cert-manager", "metallb")
@@ -81,7 +80,12 @@ def application(name: str, *, automated: bool, sync: str = "Synced", health: str
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Application",
         "metadata": {"name": name, "namespace": "argocd"},
-        "spec": {"project": "default", "syncPolicy": policy},
+        # destination and project: required by the CRD's schema.
+        "spec": {
+            "project": "default",
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": name},
+            "syncPolicy": policy,
+        },
         "status": {"sync": {"status": sync}, "health": {"status": health}},
     }
 

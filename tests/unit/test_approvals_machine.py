@@ -52,6 +52,7 @@ from bot.approvals.machine import (
     withdrawal_counts,
 )
 from bot.errors import UserError
+from tests.places import UPSTREAM
 from tests.unit.approvals_env import (
     ALICE,
     BOB,
@@ -65,7 +66,9 @@ from tests.unit.approvals_env import (
 )
 from tests.unit.argo_fake import REV_A, REV_B, REV_C, Crash, application
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+FIXTURES = UPSTREAM
+# The upstream CRD, a copy checked by its git blob id in tests/deploy/test_manifests.py.
+ARGO_CRD = UPSTREAM.parent / "deploy" / "schemas" / "argocd-application-crd.yaml"
 
 REQUEST = RequestFacts(State.REQUESTED, ROOM, ALICE, expires_at=1_000.0, four_eyes=True)
 
@@ -230,7 +233,7 @@ def test_operation_carries_the_pinned_revision_the_id_and_merged_options() -> No
 
 def test_the_written_operation_is_valid_for_the_upstream_crd() -> None:
     """The Application with our operation validates against the CRD's openAPIV3Schema."""
-    crd = yaml.safe_load((FIXTURES / "crds" / "argocd-application-crd.yaml").read_text(encoding="utf-8"))
+    crd = yaml.safe_load(ARGO_CRD.read_text(encoding="utf-8"))
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     view = parse_application(upstream_app())
     operation = build_operation(

@@ -35,8 +35,9 @@ from bot.webhooks.common import PayloadError
 from bot.webhooks.falco import WebhookMetrics, falco_handler, parse_event
 from bot.webhooks.server import Health, build_http_app
 from config.falco import FalcoSendBudget, FalcoSettings
+from tests.places import UPSTREAM
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "falco"
+FIXTURES = UPSTREAM / "falco"
 ROOM = "!security:example.org"
 ONCALL = "!oncall:example.org"
 TOKEN = "falco-token-0123456789"

@@ -391,16 +391,20 @@ async def test_the_overview_and_history_show_schedules_last_backups_and_next_run
 ) -> None:
     """!backups lists schedules with last backup, phase, age and next run; history lists the backups."""
     store, ns = kube_api.store, kube_api.namespace
-    store.put(v.schedule("daily", "0 2 * * *", created=ago(days=3)), namespace=ns)
+    # A daily schedule whose last three runs backed up, the last two hours ago, whatever the hour.
+    due = ago(hours=2).replace(second=0, microsecond=0)
+    cron = f"{due.minute} {due.hour} * * *"
+    store.put(v.schedule("daily", cron, created=ago(days=3)), namespace=ns)
     store.put(v.schedule("weekly", "@weekly", created=ago(days=3), paused=True), namespace=ns)
-    for index, hours in enumerate((50, 26, 2)):
+    for index, days in enumerate((2, 1, 0)):
+        started = due - timedelta(days=days)
         store.put(
             v.backup(
                 f"daily-{index}",
                 "Completed" if index != 1 else "PartiallyFailed",
                 schedule="daily",
-                started=ago(hours=hours),
-                completed=ago(hours=hours, minutes=-3),
+                started=started,
+                completed=started + timedelta(minutes=3),
                 errors=1 if index == 1 else 0,
                 items=100,
                 total=100,
@@ -416,8 +420,8 @@ async def test_the_overview_and_history_show_schedules_last_backups_and_next_run
     )
     lines = overview.plain.splitlines()
     assert lines[0] == f"Velero schedules in namespace {ns}:"
-    assert lines[1].startswith("• daily (`0 2 * * *`): last backup daily-2 Completed 2h")
-    assert "next run " in lines[1] or "due since" in lines[1] or "missed" in lines[1]
+    assert lines[1].startswith(f"• daily (`{cron}`): last backup daily-2 Completed 2h")
+    assert f"next run {due + timedelta(days=1):%Y-%m-%d %H:%M} UTC (in " in lines[1]
     assert lines[2] == "• weekly (`@weekly`): last backup none yet; ⏸ paused"
     assert lines[3] == "Storage locations: default: Available"
     history = await relay.service.history("daily")
