@@ -1,11 +1,12 @@
-"""Where tests find their material: the repository's own copies, or ``../shared`` beside the clone.
+"""Where tests find their material: the repository itself, or ``../shared`` beside the clone.
 
-Everything ``make test`` needs is in the repository (``tests/upstream/`` holds
-the upstream events, policies and Applications; ``tests/kube/crds.py`` the
-resource definitions). Only the tests that check the project *against* the
-team's material in ``../shared`` (the operators' plan, the upstream CRDs) read
-it, through ``shared_path``: without ``../shared`` they skip, naming it, and
-under CI (where ``../shared`` is beside the clone) they fail instead.
+Everything ``make test`` needs is written in the repository (``tests/samples.py``
+holds events and objects shaped as the upstream components write them;
+``tests/kube/crds.py`` the resource definitions). Only the tests that check the
+project *against* the team's material in ``../shared`` (the operators' plan, the
+upstream CRDs, payloads and objects) read it, through ``shared_path`` or
+``upstream``: without ``../shared`` they skip, naming it, and under CI (where
+``../shared`` is beside the clone) they fail instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-UPSTREAM = ROOT / "tests" / "upstream"
 SHARED = ROOT.parent / "shared"
 
 
@@ -34,3 +34,18 @@ def shared_path(relative: str) -> Path:
     if in_ci():
         pytest.fail(f"{reason}: CI must have ../shared beside the clone", pytrace=False)
     pytest.skip(f"{reason}; runs in CI")
+
+
+def upstream(relative: str) -> Path:
+    """An upstream fixture, ``../shared/fixtures/<relative>`` (skip without it; fail in CI)."""
+    return shared_path(f"fixtures/{relative}")
+
+
+def upstream_files(folder: str, pattern: str) -> list[Path]:
+    """The upstream fixtures in a folder, for parametrising; [] when ../shared is not there.
+
+    A test parametrised over an empty list would pass without running: pair
+    it with ``upstream(folder)`` in the test body, which skips or fails.
+    """
+    path = SHARED / "fixtures" / folder
+    return sorted(path.glob(pattern)) if path.is_dir() else []

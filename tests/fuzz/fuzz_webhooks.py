@@ -52,11 +52,10 @@ from config.alerting import AlertmanagerSettings
 from config.deadman import DeadmanSettings
 from config.falco import FalcoSettings
 from tests.fuzz.targets import LoopHost, PropertyViolated, Target
-from tests.places import UPSTREAM
+from tests.samples import FALCO_EVENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 AM_PAYLOADS = ROOT / "tests" / "payloads" / "alertmanager"
-FALCO_FIXTURES = UPSTREAM / "falco"
 ROOM = "!alerts:example.org"
 TOKENS = {"alertmanager": "am-token-0123456789", "falco": "falco-token-0123456789"}
 # The unit tests' limit: small enough that bodies over it are cheap to generate.
@@ -77,7 +76,7 @@ def _documents(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 AM_DOCUMENTS = _documents(sorted(AM_PAYLOADS.glob("*.json")))
-FALCO_DOCUMENTS = _documents(sorted(FALCO_FIXTURES.glob("*.json")))
+FALCO_DOCUMENTS = [dict(event) for event in FALCO_EVENTS.values()]
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,8 @@ from nio import Event, RoomMessageNotice
 from bot.demo.synapse import SynapseServer
 from tests.integration.botrunner import RunningBot, bot_settings, eventually
 from tests.integration.people import Account, Person, PersonFactory
-from tests.places import UPSTREAM
+from tests.samples import FALCOSIDEKICK_TEST, falco_bytes
 
-FIXTURES = UPSTREAM / "falco"
 TOKEN = "falco-hook-token-Vb27qL"
 WAIT_S = 30.0
 RULE = "Terminal shell in container"
@@ -290,7 +289,7 @@ async def test_bad_requests_get_4xx_quiet_events_are_200_and_nothing_is_posted(
         assert await stored_rows(runner) == (0, 0)
         assert await falco_counters(runner) == {}
 
-        test_event = (FIXTURES / "falcosidekick-client_test-falcoTestInput.json").read_bytes()
+        test_event = falco_bytes(FALCOSIDEKICK_TEST)
         assert await post(session, runner, test_event) == (200, {"status": "accepted", "outcome": "test"})
         debug = falco_event(rule="Falco internal: syscall event drop", priority="Debug")
         assert (await post(session, runner, debug))[1]["outcome"] == "below_min"

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.places import UPSTREAM
-
-ARGO_FIXTURE = UPSTREAM / "argocd" / "diff-cache.yaml"
-
 
 def application(name: str, *, labels: dict[str, str] | None = None, revision: str = "main") -> dict[str, Any]:
     """A minimal Argo CD Application that the upstream CRD's schema accepts."""

@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes.client import CoreV1Api, CustomObjectsApi, V1ConfigMap, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
 from tests.kube.apiserver import RecordedRequest
 from tests.kube.handle import KubeTarget
-from tests.kube.objects import ARGO_FIXTURE, application
+from tests.kube.objects import application
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "applications"
 TIMEOUT = 5
@@ -361,14 +363,18 @@ def test_requests_are_recorded_with_rbac_verbs(kube: KubeTarget) -> None:
     ]
 
 
-def test_seeding_an_upstream_fixture_makes_it_readable(kube: KubeTarget) -> None:
-    """store.load_yaml puts the upstream Argo CD Application into the store, readable through the API."""
+def test_seeding_a_yaml_file_makes_it_readable(kube: KubeTarget, tmp_path: Path) -> None:
+    """store.load_yaml puts an Application written as YAML into the store, readable through the API."""
     store = kube.store
-    (seeded,) = store.load_yaml(ARGO_FIXTURE, namespace=kube.namespace)
+    written = application("velero-test") | {"status": {"operationState": {"phase": "Succeeded"}}}
+    written["metadata"]["resourceVersion"] = "722811357"
+    path = tmp_path / "application.yaml"
+    path.write_text(yaml.safe_dump(written), encoding="utf-8")
+    (seeded,) = store.load_yaml(path, namespace=kube.namespace)
     read = Apps(kube).get("velero-test")
     assert read["status"]["operationState"]["phase"] == "Succeeded"
     assert read["metadata"]["resourceVersion"] == seeded["metadata"]["resourceVersion"]
-    # The store's counter, not the fixture's resourceVersion (722811357).
+    # The store's counter, not the file's resourceVersion (722811357).
     assert int(read["metadata"]["resourceVersion"]) == store.resource_version
 
 

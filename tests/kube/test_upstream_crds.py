@@ -156,7 +156,6 @@ def test_the_tests_argo_cd_applications_validate_against_the_argo_cd_crd() -> No
         argo_fake.application(automated=True),
         argo_fake.application(current=None, sync="Synced"),
         readiness_env.application("velero", automated=True),
-        *_load(ROOT / "tests" / "upstream" / "argocd" / "diff-cache.yaml"),
     ]
     for app in apps:
         assert (app["apiVersion"], app["kind"]) == (ARGO_APPLICATION.api_version(), ARGO_APPLICATION.kind)

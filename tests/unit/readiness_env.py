@@ -2,8 +2,8 @@
 
 Two states of the plan: its starting point (Cilium enforcing, NetworkPolicies
 everywhere, Trivy deployed; the rest missing, as the plan's ticks say) and
-everything done. Objects are shaped as the upstream components write them;
-the Kyverno and Trivy ones are the upstream fixtures in ``tests/upstream/`` (copied, never edited).
+everything done. Objects are shaped as the upstream components write them
+(the Kyverno and Trivy ones come from ``tests/samples.py``).
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
-
 from config.readiness_model import SHIPPED_PLAN, Plan, load_plan
 from tests.kube.store import ObjectStore
-from tests.places import UPSTREAM
+from tests.samples import sample
 
-FIXTURES = UPSTREAM
 VCLUSTER_LABEL = {"vcluster.loft.sh/namespace": "true"}
 VCLUSTER_NAMESPACES = ("demo", "test", "vcluster-media")
 CRITICAL_APPS = ("cilium", "cert-manager", "metallb")
@@ -41,9 +38,8 @@ def stamp(at: float) -> str:
 
 
 def fixture(relative: str) -> Obj:
-    with (FIXTURES / relative).open(encoding="utf-8") as handle:
-        loaded: Obj = next(doc for doc in yaml.safe_load_all(handle) if doc)
-    return copy.deepcopy(loaded)
+    """A fresh copy of a sample object (tests/samples.py), by its name."""
+    return sample(relative)
 
 
 def deployment(namespace: str, name: str, *, replicas: int = 1, ready: int | None = None) -> Obj:
@@ -127,8 +123,8 @@ def seed_starting_point(store: ObjectStore) -> None:
         }
     )
     store.put(deployment("trivy-system", "trivy-operator"))
-    store.put(fixture("trivy/vulnerability-ttl.yaml"))
-    # Kyverno: the upstream policies as shipped, one of them Enforce.
+    store.put(fixture("trivy/vulnerability-report.yaml"))
+    # Kyverno: policies as the policy library ships them, one of them Enforce.
     for name in (
         "require-labels",
         "disallow-privileged-containers",

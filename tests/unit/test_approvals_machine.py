@@ -52,7 +52,7 @@ from bot.approvals.machine import (
     withdrawal_counts,
 )
 from bot.errors import UserError
-from tests.places import UPSTREAM
+from tests.places import ROOT, upstream
 from tests.unit.approvals_env import (
     ALICE,
     BOB,
@@ -66,9 +66,8 @@ from tests.unit.approvals_env import (
 )
 from tests.unit.argo_fake import REV_A, REV_B, REV_C, Crash, application
 
-FIXTURES = UPSTREAM
 # The upstream CRD, a copy checked by its git blob id in tests/deploy/test_manifests.py.
-ARGO_CRD = UPSTREAM.parent / "deploy" / "schemas" / "argocd-application-crd.yaml"
+ARGO_CRD = ROOT / "tests" / "deploy" / "schemas" / "argocd-application-crd.yaml"
 
 REQUEST = RequestFacts(State.REQUESTED, ROOM, ALICE, expires_at=1_000.0, four_eyes=True)
 
@@ -157,14 +156,23 @@ def test_decide_cancel(state: State, requester: bool, approver: bool, allowed: b
 # --- the Application view ----------------------------------------------------------
 
 
+def synced_app() -> dict[str, Any]:
+    """Our Application with the fields an operation is built from: a retry policy and a resourceVersion."""
+    obj = application()
+    obj["metadata"]["resourceVersion"] = "722811357"
+    obj["spec"]["syncPolicy"]["retry"] = {"limit": 10, "backoff": {"duration": "5s", "factor": 2}}
+    return obj
+
+
 def upstream_app() -> dict[str, Any]:
-    text = (FIXTURES / "argocd" / "diff-cache.yaml").read_text(encoding="utf-8")
+    """Argo CD's own Application with a full status (../shared/fixtures; skips without it)."""
+    text = upstream("argocd/diff-cache.yaml").read_text(encoding="utf-8")
     loaded: dict[str, Any] = yaml.safe_load(text)
     return loaded
 
 
 def test_parse_the_upstream_application() -> None:
-    """The real Argo CD status reads as: current = last history revision, target = status.sync.revision."""
+    """Argo CD's own Application (../shared) reads: current = last history revision, target = sync rev."""
     view = parse_application(upstream_app())
     assert (view.namespace, view.name, view.resource_version) == ("argo-cd", "velero-test", "722811357")
     assert (view.sync_status, view.health_status) == ("Synced", "Healthy")
@@ -179,7 +187,7 @@ def test_parse_the_upstream_application() -> None:
 @pytest.mark.parametrize("name", ["application-healthy.yaml", "application-degraded.yaml"])
 def test_parse_minimal_applications(name: str) -> None:
     """An Application with almost nothing (no metadata, no sync status) still reads, as not comparable."""
-    view = parse_application(yaml.safe_load((FIXTURES / "argocd" / name).read_text(encoding="utf-8")))
+    view = parse_application(yaml.safe_load(upstream(f"argocd/{name}").read_text(encoding="utf-8")))
     assert view.sync_status == "Unknown" and view.target_revision is None and view.current_revision is None
     assert request_refusal(view) is not None and "not compared it yet" in (request_refusal(view) or "")
 
@@ -210,7 +218,7 @@ def test_operation_running_from_either_field() -> None:
 
 def test_operation_carries_the_pinned_revision_the_id_and_merged_options() -> None:
     """The operation: requester, not automated, approval id, pinned revision, prune, merged options, retry."""
-    view = parse_application(upstream_app())
+    view = parse_application(synced_app())
     operation = build_operation(
         view,
         approval_id="0badc0de",
@@ -235,11 +243,11 @@ def test_the_written_operation_is_valid_for_the_upstream_crd() -> None:
     """The Application with our operation validates against the CRD's openAPIV3Schema."""
     crd = yaml.safe_load(ARGO_CRD.read_text(encoding="utf-8"))
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    view = parse_application(upstream_app())
+    view = parse_application(synced_app())
     operation = build_operation(
         view, approval_id="1", requester=ALICE, approvers=[BOB], revision=REV_B, prune=False, sync_options=[]
     )
-    obj = copy.deepcopy(upstream_app()) | {"operation": operation}
+    obj = copy.deepcopy(synced_app()) | {"operation": operation}
     jsonschema.validate(obj, schema)
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from bot.readiness.alertmanager_config import AlertmanagerConfigError, parse_config
-from tests.unit.readiness_env import FIXTURES
+from tests.places import upstream
 
 
 def status(config_yaml: str) -> dict[str, Any]:
@@ -41,8 +41,8 @@ receivers:
 
 
 def test_the_kube_prometheus_default_delivers_nowhere() -> None:
-    """The upstream default configuration's four receivers have no integration: zero channels."""
-    secret = yaml.safe_load((FIXTURES / "alertmanager" / "alertmanager-secret.yaml").read_text())
+    """kube-prometheus's default configuration (../shared): four receivers, no integration, zero channels."""
+    secret = yaml.safe_load(upstream("alertmanager/alertmanager-secret.yaml").read_text())
     config = parse_config(status(secret["stringData"]["alertmanager.yaml"]))
     assert sorted(config.receivers) == ["Critical", "Default", "Watchdog", "null"]
     assert config.delivering() == []
