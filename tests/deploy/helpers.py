@@ -61,7 +61,7 @@ def require_kubectl() -> str:
     No registry this project can install from carries it (Debian's
     kubernetes-client is 1.20 with kustomize v2, which cannot read our
     overlay), so a machine without it skips the render checks instead of
-    failing; .ci/run prints a warning in that case.
+    failing; scripts/install-test-deps (make test, .ci/run) says so before the tests start.
     """
     path = shutil.which("kubectl")
     if path is None:

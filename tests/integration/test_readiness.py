@@ -508,7 +508,9 @@ async def test_the_trend_in_a_plain_room_is_an_unencrypted_image(
 
 
 def test_the_ci_script_installs_prometheus() -> None:
-    """.ci/run installs Debian's prometheus, so these tests run (and must pass) in CI."""
-    script = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
-    assert "prometheus-alertmanager prometheus" in script
+    """.ci/run installs Debian's prometheus (with scripts/install-test-deps), so these tests run in CI."""
+    root = Path(__file__).resolve().parents[2]
+    assert "\nscripts/install-test-deps\n" in (root / ".ci" / "run").read_text()
+    script = (root / "scripts" / "install-test-deps").read_text()
+    assert "missing+=(prometheus-alertmanager)" in script and "missing+=(prometheus)" in script
     assert os.environ.get("CI") is None or find_prometheus() is not None
