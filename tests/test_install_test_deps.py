@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.places import ROOT
 
 SCRIPT = ROOT / "scripts" / "install-test-deps"
-PACKAGES = "prometheus-alertmanager prometheus podman runc debootstrap faketime"
+PACKAGES = "prometheus-alertmanager prometheus podman runc debootstrap faketime npm"
 
 
 def run(
@@ -71,6 +71,15 @@ def test_under_ci_without_root_it_uses_sudo(tmp_path: Path) -> None:
 
 def test_nothing_missing_is_quiet(tmp_path: Path) -> None:
     """With every tool on the PATH, kubectl too, and root: no apt-get and no message."""
-    tools = ("prometheus-alertmanager", "prometheus", "podman", "runc", "debootstrap", "faketime", "kubectl")
+    tools = (
+        "prometheus-alertmanager",
+        "prometheus",
+        "podman",
+        "runc",
+        "debootstrap",
+        "faketime",
+        "npm",
+        "kubectl",
+    )
     result = run(tmp_path, uid=0, ci=None, tools=tools)
     assert (result.returncode, result.stdout, result.stderr, calls(tmp_path)) == (0, "", "", [])
