@@ -7,37 +7,25 @@ suites, which drive the same gate as a subprocess.
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import Callable
 from typing import Any
 
 from nio import Event, RoomMessageNotice
 
+from bot.demo.argocd import GROUP, PLURAL, ApplicationController
 from tests.integration.people import Person
 from tests.kube.handle import KubeTarget
-from tests.unit.argo_fake import merge_patch
 
-GROUP, PLURAL = "argoproj.io", "applications"
+__all__ = ["GROUP", "PLURAL", "WAIT_S", "Controller", "edit_of", "gated", "in_thread_of", "room_of"]
+
 WAIT_S = 20.0
 
 
-class Controller:
-    """Plays the Argo CD application controller on the test API server's store."""
+class Controller(ApplicationController):
+    """The Argo CD controller stand-in (``bot.demo.argocd``) on a test's namespace, stepped by the test."""
 
     def __init__(self, kube: KubeTarget) -> None:
-        self.store = kube.store
-        self.namespace = kube.namespace
-
-    def put(self, obj: dict[str, Any]) -> None:
-        self.store.put(copy.deepcopy(obj) | {"metadata": obj["metadata"] | {"namespace": self.namespace}})
-
-    def app(self, name: str = "cilium") -> dict[str, Any]:
-        found = self.store.find(GROUP, PLURAL, name, self.namespace)
-        assert found is not None
-        return found
-
-    def edit(self, patch: dict[str, Any], name: str = "cilium") -> None:
-        self.store.put(merge_patch(self.app(name), patch))
+        super().__init__(kube.store, kube.namespace)
 
     async def operation(self, name: str = "cilium") -> dict[str, Any]:
         """The operation the bot writes, once it is there."""
@@ -46,27 +34,6 @@ class Controller:
                 await asyncio.sleep(0.05)
         assert isinstance(operation, dict)
         return operation
-
-    def run_to_success(self, name: str = "cilium") -> None:
-        """Running, then Succeeded at the operation's revision; .operation cleared; Synced, Healthy."""
-        operation = self.app(name)["operation"]
-        self.edit({"status": {"operationState": {"operation": operation, "phase": "Running"}}}, name)
-        revision = operation["sync"]["revision"]
-        state = {
-            "operation": operation,
-            "phase": "Succeeded",
-            "message": "successfully synced (all tasks run)",
-            "syncResult": {"revision": revision, "resources": []},
-        }
-        history = [*self.app(name)["status"].get("history", []), {"id": 2, "revision": revision}]
-        status = {
-            "operationState": state,
-            "history": history,
-            "sync": {"status": "Synced", "revision": revision},
-            "health": {"status": "Healthy"},
-            "resources": [],
-        }
-        self.edit({"operation": None, "status": status}, name)
 
 
 def gated(kube: KubeTarget, requesters: list[str], approvers: list[str], **extra: Any) -> dict[str, Any]:
