@@ -1,8 +1,9 @@
-"""A real Alertmanager (Debian's prometheus-alertmanager) on 127.0.0.1 for tests.
+"""A real Alertmanager (Debian's prometheus-alertmanager) on 127.0.0.1, for the demo and the tests.
 
-The tests write its configuration (receivers pointing at the bot's webhook),
-start and stop it to simulate outages, and push alerts through its API v2 as
-Prometheus would.
+They write its configuration (receivers pointing at the bot's webhook),
+start it (the tests also stop it, to simulate outages), and push alerts
+through its API v2 as Prometheus would. It is optional: ``find_alertmanager``
+says whether it is installed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
-from bot.demo.synapse import free_port
+from bot.demo.synapse import free_port, parent_death_preexec
 
 BINARY_NAMES = ("prometheus-alertmanager", "alertmanager")
 
@@ -38,10 +41,6 @@ def find_alertmanager() -> str | None:
         if found:
             return found
     return None
-
-
-def find_amtool() -> str | None:
-    return shutil.which("amtool") or ("/usr/bin/amtool" if Path("/usr/bin/amtool").exists() else None)
 
 
 class AlertmanagerServer:
@@ -75,6 +74,10 @@ class AlertmanagerServer:
         if self.is_running:
             return
         log = self.log_path.open("ab")
+        # As for Synapse: from the main thread, it dies with us even when we are killed.
+        preexec = None
+        if threading.current_thread() is threading.main_thread() and sys.platform == "linux":
+            preexec = parent_death_preexec(os.getpid())
         self._process = subprocess.Popen(
             [
                 self.binary,
@@ -88,6 +91,7 @@ class AlertmanagerServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=preexec,  # noqa: PLW1509 - only prctl and getppid, no locks
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -30,6 +30,7 @@ import urllib.error
 import urllib.request
 import weakref
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -130,7 +131,16 @@ def _no_proxy_opener() -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _parent_death_preexec(parent_pid: int) -> None:
+def parent_death_preexec(parent_pid: int) -> Callable[[], None]:
+    """A ``preexec_fn`` for Popen: the child dies with SIGTERM when ``parent_pid`` (the caller) dies."""
+
+    def preexec() -> None:
+        _parent_death(parent_pid)
+
+    return preexec
+
+
+def _parent_death(parent_pid: int) -> None:
     """Runs in the forked child: die with SIGTERM when the parent dies."""
     libc_name = ctypes.util.find_library("c")
     if libc_name is None:
@@ -305,10 +315,7 @@ class SynapseServer:
         # stop() cover the other cases.
         preexec = None
         if threading.current_thread() is threading.main_thread() and sys.platform == "linux":
-            parent_pid = os.getpid()
-
-            def preexec() -> None:
-                _parent_death_preexec(parent_pid)
+            preexec = parent_death_preexec(os.getpid())
 
         started = time.monotonic()
         self._process = subprocess.Popen(
