@@ -364,3 +364,18 @@ def settled(view: AppView, revision: str) -> bool:
     return (
         view.sync_status == "Synced" and view.target_revision == revision and view.health_status == "Healthy"
     )
+
+
+# What ``!apps`` shows of an app's ``spec.info`` (Argo CD's "Info" panel: links, contacts, notes).
+_INFO_MAX_CHARS = 120
+
+
+def app_info(obj: Mapping[str, Any]) -> str:
+    """The app's ``spec.info`` items as one short line: ``name: value; …``, cut at 120 characters."""
+    items = [
+        f"{name}: {value}" if name else value
+        for name, value in _info(_dict(obj.get("spec")).get("info")).items()
+        if value
+    ]
+    line = "; ".join(items)
+    return line if len(line) <= _INFO_MAX_CHARS else line[: _INFO_MAX_CHARS - 1] + "…"

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.approvals.application import parse_application, request_refusal
+from bot.approvals.application import app_info, parse_application, request_refusal
 from bot.approvals.machine import (
     ACTIVE_STATES,
     APPROVE_KEY,
@@ -523,6 +523,7 @@ class ApprovalService:
                         "automated": view.automated,
                         "gated": gated.get((namespace, view.name)),
                         "operation": "operation running" if view.operation_running else "",
+                        "info": app_info(obj),
                     }
                 )
         if not rows and problems:

@@ -641,6 +641,17 @@ async def test_apps_lists_sync_and_health_and_marks_gated(env: Env) -> None:
     assert any("argocd/podinfo" in line and "auto-sync" in line and "🔐" not in line for line in lines)
 
 
+async def test_apps_shows_the_notes_an_application_carries_in_spec_info(env: Env) -> None:
+    """!apps shows an Application's spec.info items (Argo CD's Info panel) on its line, plain and HTML."""
+    app = env.argo.obj("cilium")
+    app["spec"]["info"] = [{"name": "note", "value": "simulated: a stand-in controller syncs it"}]
+    env.argo.put(app)
+    listing = await env.service.list_apps()
+    (line,) = [line for line in listing.plain.splitlines() if "argocd/cilium" in line]
+    assert line.endswith("ℹ️ note: simulated: a stand-in controller syncs it")
+    assert "<em>note: simulated: a stand-in controller syncs it</em>" in listing.html
+
+
 async def test_apps_answers_cluster_unreachable(env: Env) -> None:
     """!apps with the cluster down answers the reason instead of an empty list."""
     env.argo.unreachable = True
