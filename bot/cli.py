@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return _run(args.config)
     if args.command == "demo":
-        return _demo(args.workdir)
+        return _demo(args.workdir, outage=args.outage, pace=args.tour_pace)
     if args.command == "readiness":
         return _readiness(args)
     return EXIT_USAGE  # pragma: no cover - argparse refuses other values
@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     readiness.add_argument("--strict", action="store_true", help="exit 1 also when a criterion is unknown")
     demo = sub.add_parser("demo", help="start a throwaway Synapse and run the bot against it")
     demo.add_argument("--workdir", type=Path, default=None, help="keep the demo's state here")
+    demo.add_argument(
+        "--outage",
+        action="store_true",
+        help="stop the Watchdog after a while: see the dead-man's switch alarm and the second channel",
+    )
+    # For the tests: the tour's delays times this factor (0.1: the alert resolves after 6.5 s).
+    demo.add_argument("--tour-pace", type=float, default=1.0, help=argparse.SUPPRESS)
     return parser
 
 
@@ -152,8 +159,9 @@ def _readiness(args: argparse.Namespace) -> int:
     return run(args.config, as_json=args.json, strict=args.strict, target=args.target)
 
 
-def _demo(workdir: Path | None) -> int:
+def _demo(workdir: Path | None, *, outage: bool, pace: float) -> int:
     from bot.demo.run import run_demo
+    from bot.demo.tour import TourTiming
     from bot.logging_setup import setup_logging
 
     setup_logging("INFO", "text", [])
@@ -163,7 +171,7 @@ def _demo(workdir: Path | None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        return await run_demo(workdir, stop=stop)
+        return await run_demo(workdir, stop=stop, outage=outage, timing=TourTiming(pace=max(pace, 0.01)))
 
     return asyncio.run(demo())
 
