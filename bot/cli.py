@@ -165,6 +165,8 @@ def _demo(workdir: Path | None, *, outage: bool, pace: float) -> int:
     from bot.logging_setup import setup_logging
 
     setup_logging("INFO", "text", [])
+    # The demo's terminal shows the banner and the tour: not every scheduler tick.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
     async def demo() -> int:
         stop = asyncio.Event()

@@ -42,7 +42,11 @@ _DEMO_EXTERNAL_URL: Final = "http://127.0.0.1:9093"
 
 @dataclass(frozen=True)
 class TourTiming:
-    """When things happen, in seconds after the bot is ready; ``pace`` scales them all (the tests use 0.1)."""
+    """When things happen, in seconds; ``pace`` scales them all (the tests use 0.1).
+
+    The Watchdog beats from start-up; the rest counts from the first command
+    the bot handles, and ``outage_after_s`` from start-up.
+    """
 
     pace: float = 1.0
     first_alert_s: float = 5.0
@@ -166,16 +170,36 @@ class Tour:
             self._session = session
             if not await self._bot_ready(stop):
                 return
-            steps: list[tuple[float, Callable[[], Awaitable[None]]]] = [
-                (self.timing.first_alert_s, self._fire),
-                (self.timing.falco_s, self._falco_burst),
-                (self.timing.backup_s, self._failed_backup),
-                (self.timing.resolve_s, self._resolve),
-            ]
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._watchdog(stop))
-                for at, step in steps:
-                    group.create_task(self._later(stop, self.timing.at(at), step))
+                group.create_task(self._script(stop))
+
+    async def _script(self, stop: asyncio.Event) -> None:
+        # A device that joins later cannot read messages encrypted before it
+        # existed: start once a person has talked to the bot, so they see it all.
+        if not await self._first_command(stop):
+            return
+        self.write("demo tour: first command seen; alerts, Falco events and a failed backup follow")
+        steps: list[tuple[float, Callable[[], Awaitable[None]]]] = [
+            (self.timing.first_alert_s, self._fire),
+            (self.timing.falco_s, self._falco_burst),
+            (self.timing.backup_s, self._failed_backup),
+            (self.timing.resolve_s, self._resolve),
+        ]
+        async with asyncio.TaskGroup() as group:
+            for at, step in steps:
+                group.create_task(self._later(stop, self.timing.at(at), step))
+
+    async def _first_command(self, stop: asyncio.Event) -> bool:
+        """Wait until the bot has handled a command (its /metrics say so)."""
+        while not stop.is_set():
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                async with self._session.get(f"{self.bot_url}/metrics") as response:
+                    if commands_handled(await response.text()) > 0:
+                        return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        return False
 
     async def _later(self, stop: asyncio.Event, delay_s: float, step: Callable[[], Awaitable[None]]) -> None:
         with contextlib.suppress(TimeoutError):
@@ -291,6 +315,16 @@ class Tour:
         ) as answer:
             if answer.status != 200:
                 raise RuntimeError(f"/hooks/{hook} answered {answer.status}")
+
+
+def commands_handled(metrics: str) -> float:
+    """The sum of ``readybot_commands_handled_total`` over its labels, from Prometheus text."""
+    total = 0.0
+    for line in metrics.splitlines():
+        if line.startswith("readybot_commands_handled_total"):
+            with contextlib.suppress(ValueError, IndexError):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def _webhook(alerts: list[tuple[dict[str, str], dict[str, str], bool]], now: datetime) -> dict[str, Any]:
