@@ -467,7 +467,7 @@ def _print_banner(server: SynapseServer, state: DemoState, world: World, outage:
             " (apt-get install prometheus-alertmanager to have them)"
         )
     watchdog = (
-        "--outage: the Watchdog stops after 20 s; the alarm comes about a minute later"
+        "--outage: the Watchdog stops 20 s after start; the alarm follows about 90 s later"
         if outage
         else "the Watchdog beats every 10 s (readybot demo --outage stops it)"
     )
