@@ -14,6 +14,18 @@ def _service(ctx: CommandContext) -> ApprovalService:
     return ctx.services.extensions.get(ApprovalService, what=_WHAT)
 
 
+async def _vote(ctx: CommandContext, request_id: str, *, approve: bool) -> str:
+    return await _service(ctx).vote_by_command(
+        request_id,
+        approve=approve,
+        room_id=ctx.room_id,
+        sender=ctx.sender,
+        event_id=ctx.event_id,
+        sent_at=ctx.sent_at,
+        cross_signed=ctx.sender_device.cross_signed,
+    )
+
+
 @command()
 async def sync(ctx: CommandContext, app: str) -> None:
     """Ask for an approved Argo CD sync of a gated app.
@@ -45,29 +57,13 @@ async def approve(ctx: CommandContext, request_id: str) -> str:
     reaction proves no device (Element sends reactions unencrypted), so a
     stolen access token alone cannot approve a sync.
     """
-    return await _service(ctx).vote_by_command(
-        request_id,
-        approve=True,
-        room_id=ctx.room_id,
-        sender=ctx.sender,
-        event_id=ctx.event_id,
-        sent_at=ctx.sent_at,
-        cross_signed=ctx.sender_device.cross_signed,
-    )
+    return await _vote(ctx, request_id, approve=True)
 
 
 @command()
 async def reject(ctx: CommandContext, request_id: str) -> str:
     """Reject an open sync request (its requester or an approver), as a ❌ on its prompt does."""
-    return await _service(ctx).vote_by_command(
-        request_id,
-        approve=False,
-        room_id=ctx.room_id,
-        sender=ctx.sender,
-        event_id=ctx.event_id,
-        sent_at=ctx.sent_at,
-        cross_signed=ctx.sender_device.cross_signed,
-    )
+    return await _vote(ctx, request_id, approve=False)
 
 
 @command()

@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
+import pytest
 from nio import AsyncClient, LoginResponse
 
 from bot.demo.synapse import SynapseServer, free_port
@@ -90,17 +92,40 @@ async def bot_room(person: ElementPerson, bot_user: str, *others: str) -> str:
     return await person.create_room("alerts", invite=[bot_user, *others])
 
 
-async def test_element_2026_person_talks_with_the_bot_with_no_shield(
+class ElementServed(NamedTuple):
+    alice: ElementPerson
+    room: str
+    runner: RunningBot
+
+
+ServeElement = Callable[..., Awaitable[ElementServed]]
+
+
+@pytest.fixture
+def serve_element(
     synapse: SynapseServer,
     bot_account: Account,
     element_factory: ElementFactory,
     bots: list[RunningBot],
     tmp_path: Path,
+) -> ServeElement:
+    """``await serve_element(**sections)``: an Element-2026 Alice, her encrypted room, the bot serving it."""
+
+    async def serve(**sections: Any) -> ElementServed:
+        alice = await element_2026(element_factory, "alice")
+        room = await bot_room(alice, bot_account.user_id)
+        runner = await start_bot(bots, synapse, bot_account, tmp_path / "bot", room, **sections)
+        assert runner.bot is not None
+        return ElementServed(alice, room, runner)
+
+    return serve
+
+
+async def test_element_2026_person_talks_with_the_bot_with_no_shield(
+    bot_account: Account, serve_element: ServeElement
 ) -> None:
     """An Element-2026 person's !ping reaches the bot; the reply decrypts with no shield, says verified."""
-    alice = await element_2026(element_factory, "alice")
-    room = await bot_room(alice, bot_account.user_id)
-    runner = await start_bot(bots, synapse, bot_account, tmp_path / "bot", room)
+    alice, room, runner = await serve_element()
     assert runner.bot is not None
 
     reply = await ping(alice, room, bot_account.user_id)
@@ -179,16 +204,10 @@ async def test_alert_group_relayed_to_the_room_is_readable_by_an_element_2026_pe
 
 
 async def test_restart_and_lost_crypto_store_keep_element_people_reading(
-    synapse: SynapseServer,
-    bot_account: Account,
-    element_factory: ElementFactory,
-    bots: list[RunningBot],
-    tmp_path: Path,
+    bot_account: Account, serve_element: ServeElement
 ) -> None:
     """After a restart, and after a wiped crypto store (new device), Element-2026 still reads the bot."""
-    alice = await element_2026(element_factory, "alice")
-    room = await bot_room(alice, bot_account.user_id)
-    runner = await start_bot(bots, synapse, bot_account, tmp_path / "bot", room)
+    alice, room, runner = await serve_element()
     assert (await ping(alice, room, bot_account.user_id)).shield == NO_SHIELD
 
     await runner.stop()
@@ -236,22 +255,11 @@ async def test_recovery_key_signs_the_device_with_the_identity_made_in_element(
 
 
 async def test_command_needing_a_cross_signed_device_accepts_an_element_person(
-    synapse: SynapseServer,
-    bot_account: Account,
-    element_factory: ElementFactory,
-    bots: list[RunningBot],
-    tmp_path: Path,
+    bot_account: Account, serve_element: ServeElement
 ) -> None:
     """require_cross_signed_device lets a cross-signed Element device run the command; audited so."""
-    alice = await element_2026(element_factory, "alice")
-    room = await bot_room(alice, bot_account.user_id)
-    runner = await start_bot(
-        bots,
-        synapse,
-        bot_account,
-        tmp_path / "bot",
-        room,
-        permissions={"commands": {"ping": {"require_cross_signed_device": True}}},
+    alice, room, runner = await serve_element(
+        permissions={"commands": {"ping": {"require_cross_signed_device": True}}}
     )
     assert runner.bot is not None
 
