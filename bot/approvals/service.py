@@ -377,7 +377,7 @@ class ApprovalService:
                 return None  # this event was handled before (a replay)
             await self._deps.audit.record(
                 sender,
-                "approval:reaction",
+                f"{kind.audit_prefix}:reaction",
                 decision.effect.value,
                 room_id=room_id,
                 event_id=event_id,
@@ -436,7 +436,7 @@ class ApprovalService:
             counts = withdrawal_counts(State(record.state), Effect(vote.effect))
             await self._deps.audit.record(
                 sender,
-                "approval:withdrawn",
+                f"{self._kind(record).audit_prefix}:withdrawn",
                 "withdrawn" if counts else "ignored",
                 room_id=room_id,
                 event_id=event_id,

@@ -38,7 +38,9 @@ def describe(probe: Probe) -> str:
         return "readybot's dead-man's switch heard a Watchdog heartbeat within its threshold"
     if probe.check == "restore_drill":
         assert probe.max_age is not None
-        return f"a readybot restore drill passed within {format_duration(probe.max_age)} (!restore-drill)"
+        seconds = probe.max_age.total_seconds()
+        age = f"{int(seconds // 86_400)}d" if seconds % 86_400 == 0 else format_duration(probe.max_age)
+        return f"a readybot restore drill passed within {age} (!restore-drill)"
     return f"readybot gates the syncs of {', '.join(probe.apps)} (approvals.apps)"
 
 
