@@ -249,7 +249,7 @@ async def test_a_partial_or_failed_restore_is_reported_as_such_with_where_to_loo
     expected: str,
 ) -> None:
     """Items missing: ⚠️ partial; Velero's Failed: ❌ with its reason; both name the velero commands."""
-    scene = await start_scene(synapse, bot_account, person_factory, bots, kube, tmp_path)
+    scene = await start_scene(synapse, bot_account, person_factory, bots, kube, tmp_path, delete_restore=True)
     prompt = await scene.ask(f"!restore-drill {BACKUP}")
     drill = drill_id_of(prompt)
     await scene.approve(prompt)
@@ -269,7 +269,16 @@ async def test_a_partial_or_failed_restore_is_reported_as_such_with_where_to_loo
     registry = scene.runner.bot.metrics.registry
     assert registry.get_sample_value("readybot_restore_drills_total", {"outcome": outcome}) == 1
     assert registry.get_sample_value("readybot_restore_drill_last_success_timestamp_seconds") == 0
-    assert len(restores(scene.store)) == 1
+    # velero.drills.delete_restore: the Restore goes with the scratch namespaces, and nothing else.
+    note = await scene.alice.wait_for(in_thread_of(prompt.event_id, "🧹 Drill"), timeout=WAIT_S)
+    assert f"Restore readybot-drill-{drill} deleted" in note.body
+    assert restores(scene.store) == []
+    deletes = {(r.resource, r.namespace) for r in kube.require_server().requests if r.verb == "delete"}
+    assert deletes == {
+        ("namespaces", f"readybot-drill-{drill}-shop"),
+        ("namespaces", f"readybot-drill-{drill}-db"),
+        ("restores", kube.namespace),
+    }
 
 
 async def test_a_restart_mid_drill_follows_the_same_drill_and_never_creates_a_second_restore(
