@@ -340,6 +340,8 @@ def headline(verdict: Verdict, backup: str, evidence: str, message: str = "") ->
     if verdict is Verdict.PARTIAL:
         return f"⚠️ drill of {backup} partially passed: {evidence}"
     if verdict is Verdict.FAILED:
+        if message and evidence:
+            return f"❌ drill of {backup} failed: {message} ({evidence})"
         return f"❌ drill of {backup} failed: {message or evidence}"
     return f"💥 drill of {backup} ended in an error: {message or evidence}"
 

@@ -383,7 +383,7 @@ class DrillService:
         cleanup = ""
         if outcome.get("namespaces_created"):
             cleanup = (
-                "deleted now"
+                "deleted after this report"
                 if keep <= 0
                 else f"kept until {format_time((record.finished_at or 0.0) + keep)} for inspection"
             )
@@ -677,7 +677,9 @@ class DrillRunner:
             "problems": list(judgement.problems),
             "evidence": judgement.evidence,
         }
-        await self._end(record, State.STARTED, judgement.verdict, "", details=details)
+        # A failed restore leads with Velero's reason; the others with the evidence.
+        message = judgement.problems[0] if judgement.verdict is Verdict.FAILED and judgement.problems else ""
+        await self._end(record, State.STARTED, judgement.verdict, message, details=details)
         return True
 
     async def _check(self, source: str, scratch: str) -> NamespaceCheck:

@@ -232,7 +232,13 @@ async def test_a_drill_approved_by_a_second_person_restores_once_reports_and_cle
     ("phase", "restored", "reason", "expected"),
     [
         ("Completed", 398, None, f"⚠️ drill of {BACKUP} partially passed: 398/412 items (14 missing)"),
-        ("Failed", 0, "error restoring: bucket unavailable", f"❌ drill of {BACKUP} failed: 0/412 items"),
+        (
+            "Failed",
+            0,
+            "error restoring: bucket unavailable",
+            f"❌ drill of {BACKUP} failed: Velero ended the restore Failed: "
+            "error restoring: bucket unavailable (0/412 items",
+        ),
     ],
     ids=["partial", "failed"],
 )

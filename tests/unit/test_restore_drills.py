@@ -199,7 +199,10 @@ def test_a_failed_restore_fails_with_velero_s_reason() -> None:
     judged = judge_one(failed, [shop(0, 0, 0, 0)], waited=None)
     assert judged.verdict is Verdict.FAILED
     assert judged.problems[0] == "Velero ended the restore Failed: backup storage location unavailable"
-    assert headline(judged.verdict, "b", judged.evidence, "").startswith("❌ drill of b failed: 0/412 items")
+    assert headline(judged.verdict, "b", judged.evidence, judged.problems[0]) == (
+        "❌ drill of b failed: Velero ended the restore Failed: backup storage location unavailable"
+        " (0/412 items (412 missing), no pods)"
+    )
 
 
 def test_without_velero_s_total_the_backup_s_item_count_is_expected() -> None:
