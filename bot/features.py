@@ -131,11 +131,17 @@ def enabled_features(settings: Settings) -> list[FeatureFactory]:
         from bot.velero.feature import velero_feature
 
         features.append(velero_feature)
-    if settings.approvals.apps:
+    drills = settings.velero.enabled and settings.velero.drills.enabled
+    if settings.approvals.apps or drills:
         # After the kubernetes feature, whose KubeApi it looks up.
         from bot.approvals.feature import approvals_feature
 
         features.append(approvals_feature)
+    if drills:
+        # After the approvals feature, which gates the drills, and the kubernetes feature.
+        from bot.velero.drill_feature import drills_feature
+
+        features.append(drills_feature)
     # Before the Alertmanager relay, which finds the dead-man's switch in the extensions.
     from bot.deadman_feature import deadman_feature
 

@@ -12,6 +12,7 @@ _MODULES = (
     "commands.watchdog",
     "commands.sync",
     "commands.backups",
+    "commands.restore_drill",
     "commands.falco",
     "commands.readiness",
 )

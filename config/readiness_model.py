@@ -425,16 +425,21 @@ class AlertmanagerProbe(_Model):
 
 
 class ReadybotProbe(_Model):
-    """The bot's own state: a fresh Watchdog heartbeat, or approval gates on the named apps."""
+    """The bot's own state: a fresh Watchdog heartbeat, approval gates on the named apps, or a
+    restore drill that passed within ``max_age``."""
 
     kind: Literal["readybot"]
-    check: Literal["watchdog", "approval_gates"]
+    check: Literal["watchdog", "approval_gates", "restore_drill"]
     apps: list[KubeName] = Field(default_factory=list)
+    # restore_drill: the last passed drill may be at most this old.
+    max_age: Duration | None = None
 
     @model_validator(mode="after")
     def _apps_for_gates(self) -> ReadybotProbe:
         if self.check == "approval_gates" and not self.apps:
             raise ValueError("approval_gates needs apps (the Argo CD Applications that must be gated)")
+        if self.check == "restore_drill" and self.max_age is None:
+            raise ValueError("restore_drill needs max_age (how old the last passed drill may be, e.g. 35d)")
         return self
 
 

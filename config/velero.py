@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from config.base import Section
+from config.velero_drills import DrillSettings
 
 # A namespace is a DNS label.
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -46,6 +47,8 @@ class VeleroSettings(Section):
     # When one listing (start-up, or a relist after the watch expired) finds
     # more unreported outcomes than this, they go out as one summary message.
     summary_threshold: int = Field(default=5, ge=1, le=100)
+    # Restore drills (!restore-drill, scheduled drills): docs/velero.md, "Restore drills".
+    drills: DrillSettings = Field(default_factory=DrillSettings)
 
     @field_validator("namespace")
     @classmethod
@@ -73,6 +76,8 @@ class VeleroSettings(Section):
     def _rooms_when_enabled(self) -> VeleroSettings:
         if self.enabled and not self.rooms:
             raise ValueError("velero.enabled needs rooms: where should backup messages go?")
+        if self.drills.enabled and not self.enabled:
+            raise ValueError("velero.drills.enabled needs velero.enabled")
         return self
 
     @property

@@ -167,12 +167,17 @@ class CancelDecision:
     reason: str = ""
 
 
-def decide_cancel(state: State, sender_is_requester: bool, sender_is_approver: bool) -> CancelDecision:
+def decide_cancel(
+    state: State,
+    sender_is_requester: bool,
+    sender_is_approver: bool,
+    started: str = "the sync has already started; stop it in Argo CD if you must",
+) -> CancelDecision:
     """Requester or approver may withdraw a request that is still waiting for approval."""
     if not (sender_is_requester or sender_is_approver):
         return CancelDecision(False, "only the requester or an approver may cancel it")
     if state is State.REQUESTED:
         return CancelDecision(True)
     if state in (State.APPROVED, State.STARTED):
-        return CancelDecision(False, "the sync has already started; stop it in Argo CD if you must")
+        return CancelDecision(False, started)
     return CancelDecision(False, f"it is already {state.value.replace('_', ' ')}")

@@ -42,6 +42,7 @@ from bot.approvals.application import (
     progress,
     settled,
 )
+from bot.approvals.kinds import SYNC
 from bot.approvals.machine import State
 from bot.approvals.ports import ArgoApplications
 from bot.approvals.render import short
@@ -119,7 +120,7 @@ class SyncRunner:
 
     async def _start(self, approval_id: str, *, recovering: bool = False) -> None:
         record = await self._repo.get(approval_id)
-        if record is None or record.state != State.APPROVED.value:
+        if record is None or record.state != State.APPROVED.value or record.kind != SYNC:
             return
         gate = self._settings.apps.get(record.app)
         if gate is None:
@@ -271,6 +272,8 @@ class SyncRunner:
     async def resume(self) -> None:
         """After a restart: settle requests caught mid-start, follow the ones already started."""
         for record in await self._repo.in_states([State.APPROVED.value]):
+            if record.kind != SYNC:
+                continue  # another kind's runner resumes its own requests
             if record.id in self._starting:
                 continue  # approved by a reaction of the catch-up sync: being started right now
             # The previous process died between the approval and the answer
@@ -281,7 +284,8 @@ class SyncRunner:
             finally:
                 self._starting.discard(record.id)
         for record in await self._repo.in_states([State.STARTED.value]):
-            self.follow_later(record.id)
+            if record.kind == SYNC:
+                self.follow_later(record.id)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Root task: one follower per started request until ``stop``."""
@@ -323,7 +327,7 @@ class SyncRunner:
     async def follow(self, approval_id: str) -> None:
         """Poll the Application until our operation ended and the app settled, then report."""
         record = await self._repo.get(approval_id)
-        if record is None or record.state != State.STARTED.value:
+        if record is None or record.state != State.STARTED.value or record.kind != SYNC:
             return
         settings = self._settings
         deadline = (record.started_at or self._clock()) + settings.follow_timeout_s

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.approvals.application import app_info, parse_application, request_refusal
+from bot.approvals.kinds import Approvers, RequestKind
 from bot.approvals.machine import (
     ACTIVE_STATES,
     APPROVE_KEY,
@@ -34,8 +35,9 @@ from bot.approvals.machine import (
     withdrawal_counts,
 )
 from bot.approvals.ports import ArgoApplications
-from bot.approvals.render import prompt_content, prompt_facts, render_apps, render_list
+from bot.approvals.render import prompt_facts, render_apps, render_list
 from bot.approvals.runner import OPERATION_BEFORE, SyncRunner
+from bot.approvals.sync_kind import SyncKind
 from bot.approvals.transitions import Transitions
 from bot.errors import PermissionDenied, UserError
 from bot.kube.errors import KubeError, MissingCRD, NotFound
@@ -117,12 +119,28 @@ class ApprovalService:
         self._db = deps.db
         self._repo = ApprovalRepo(deps.db)
         self._clock = deps.clock
-        self.transitions = Transitions(
-            deps.db, self._repo, deps.outbox, deps.audit, deps.templates, deps.prefix, deps.clock
-        )
+        # What is gated, by the approvals.kind column: syncs here, others by register_kind().
+        self._kinds: dict[str, RequestKind] = {}
+        self.transitions = Transitions(deps.db, self._repo, deps.outbox, deps.audit, self._kinds, deps.clock)
         self.runner = SyncRunner(
             deps.settings, self._repo, deps.argo, self.transitions, deps.clock, deps.bot_user_id
         )
+        self.register_kind(SyncKind(deps.settings, deps.templates, deps.prefix, self.runner))
+
+    def register_kind(self, kind: RequestKind) -> None:
+        """Serve requests of another kind (restore drills) with the same votes, expiry and commands."""
+        if kind.name in self._kinds:
+            raise ValueError(f"request kind {kind.name} is registered twice")
+        self._kinds[kind.name] = kind
+
+    def _kind(self, record: ApprovalRecord) -> RequestKind:
+        return self._kinds[record.kind]
+
+    async def _approvers(self, record: ApprovalRecord, sender: str) -> tuple[Approvers | None, bool]:
+        """The request's approvers rule and whether ``sender`` is one of them."""
+        approvers = self._kind(record).approvers(record)
+        allowed = approvers is not None and await self._deps.allowed(sender, record.room_id, approvers.rule)
+        return approvers, allowed
 
     @property
     def repo(self) -> ApprovalRepo:
@@ -184,7 +202,11 @@ class ApprovalService:
             | {OPERATION_BEFORE: view.operation_marker},
         )
         try:
-            await self._post_prompt(new)
+            await self.open_request(
+                new,
+                detail=f"{new.current_revision or 'none'} -> {new.target_revision}",
+                react_approve=not gate.require_cross_signed_device,
+            )
         except ActiveRequestExists:
             # Another !sync got there between our check and our insert.
             active = await self._repo.active_for(gate.namespace, application)
@@ -193,36 +215,47 @@ class ApprovalService:
             ) from None
         return new.id
 
-    async def _post_prompt(self, new: NewApproval) -> None:
+    async def open_request(
+        self,
+        new: NewApproval,
+        *,
+        detail: str,
+        react_approve: bool = True,
+        also: Callable[[Any], Awaitable[None]] | None = None,
+        reply: bool = True,
+    ) -> None:
+        """Insert a request and post its prompt (a reply to the request, unless ``reply`` is off), atomically.
+
+        ``also(conn)`` runs in the same transaction (a kind's own rows). Raises
+        ``ActiveRequestExists`` when the same target already has an active request.
+        """
         outbox, deps = self._deps.outbox, self._deps
+        kind = self._kinds[new.kind]
         async with self._db.transaction() as conn:
             await self._repo.insert(conn, new)
+            if also is not None:
+                await also(conn)
             record = await self._repo.get_in(conn, new.id)
             assert record is not None
-            content = prompt_content(deps.templates, record, deps.prefix, mention=True)
-            prompt = await outbox.send_message(new.room_id, content, reply_to=new.request_event_id, tx=conn)
+            content = kind.prompt_content(record, mention=True)
+            reply_to = new.request_event_id if reply else None
+            prompt = await outbox.send_message(new.room_id, content, reply_to=reply_to, tx=conn)
             await self._repo.set_prompt(conn, new.id, prompt)
-            if not new.facts.get("signed_device"):
+            if react_approve:
                 # A ✅ to click on, where a ✅ counts.
                 await outbox.react(new.room_id, prompt, APPROVE_KEY, tx=conn)
             await outbox.react(new.room_id, prompt, REJECT_KEY, tx=conn)
             await deps.audit.record(
                 new.requester,
-                "approval:requested",
+                f"{kind.audit_prefix}:requested",
                 "requested",
                 room_id=new.room_id,
                 event_id=new.request_event_id,
-                args=f"{new.id} {new.app} {new.target_revision}",
-                detail=f"{new.current_revision or 'none'} -> {new.target_revision}",
+                args=kind.audit_args(record),
+                detail=detail,
                 tx=conn,
             )
-        log.info(
-            "approval %s: %s requested a sync of %s to %s",
-            new.id,
-            new.requester,
-            new.app,
-            new.target_revision,
-        )
+        log.info("%s %s: %s asked (%s)", kind.noun, new.id, new.requester, detail)
 
     def _gate(self, name: str) -> GatedApp:
         gate = self._settings.apps.get(name)
@@ -254,9 +287,9 @@ class ApprovalService:
         record = await self._find_prompt(target_event_id)
         if record is None:
             return
-        gate = self._settings.apps.get(record.app)
+        approvers = self._kind(record).approvers(record)
         # A reaction carries no device (Element sends them unencrypted).
-        device_ok = gate is None or not gate.require_cross_signed_device
+        device_ok = approvers is None or not approvers.require_cross_signed_device
         decision = await self._vote(record, room_id, sender, key, event_id, sent_at, device_ok=device_ok)
         if decision is not None and decision.reason is Ignored.DEVICE_NOT_CROSS_SIGNED:
             await self._explain_reaction_ignored(record, sender)
@@ -277,6 +310,7 @@ class ApprovalService:
         record = await self._repo.get(key)
         if record is None or record.room_id != room_id:
             raise UserError(f"no sync request {key[:16]} in this room (see {self._deps.prefix}approvals)")
+        kind = self._kind(record)
         decision = await self._vote(
             record,
             room_id,
@@ -291,7 +325,8 @@ class ApprovalService:
         if decision.effect is Effect.IGNORED:
             raise UserError(f"your vote on {record.id} does not count: {_IGNORED_WORDS[decision.reason]}")
         if decision.effect is Effect.REJECT:
-            return f"❌ Rejected sync request {record.id} ({record.app}); nothing will be synced."
+            nothing = kind.nothing_done.replace("was", "will be")
+            return f"❌ Rejected {kind.noun} {record.id} ({record.app}); {nothing}."
         return f"✅ Your approval of {record.id} ({record.app}) counts."
 
     async def _vote(
@@ -310,8 +345,8 @@ class ApprovalService:
         # A timestamp from the future counts as now; one from the past is
         # what lets an approval made while the bot was down count.
         sent = now if sent_at is None else min(sent_at, now)
-        gate = self._settings.apps.get(record.app)
-        approver = gate is not None and await self._deps.allowed(sender, record.room_id, gate.approvers)
+        kind = self._kind(record)
+        _, approver = await self._approvers(record, sender)
         short_key = normalize_key(key)[:_MAX_KEY_CHARS]
         start = False
         async with self._db.transaction() as conn:
@@ -342,7 +377,7 @@ class ApprovalService:
                 return None  # this event was handled before (a replay)
             await self._deps.audit.record(
                 sender,
-                "approval:reaction",
+                f"{kind.audit_prefix}:reaction",
                 decision.effect.value,
                 room_id=room_id,
                 event_id=event_id,
@@ -365,10 +400,10 @@ class ApprovalService:
                     start = won is not None
                     if start:
                         # Before the commit: resume() must never see it unclaimed.
-                        self.runner.claim(record.id)
+                        kind.claim(record.id)
         if start:
             # Only the task whose compare-and-set won gets here, once.
-            await self.runner.start(record.id)
+            await kind.start(record.id)
         return decision
 
     async def _explain_reaction_ignored(self, record: ApprovalRecord, sender: str) -> None:
@@ -401,7 +436,7 @@ class ApprovalService:
             counts = withdrawal_counts(State(record.state), Effect(vote.effect))
             await self._deps.audit.record(
                 sender,
-                "approval:withdrawn",
+                f"{self._kind(record).audit_prefix}:withdrawn",
                 "withdrawn" if counts else "ignored",
                 room_id=room_id,
                 event_id=event_id,
@@ -484,9 +519,11 @@ class ApprovalService:
         record = await self._repo.get(key)
         if record is None or record.room_id != room_id:
             raise UserError(f"no sync request {key[:16]} in this room (see {self._deps.prefix}approvals)")
-        gate = self._settings.apps.get(record.app)
-        approver = gate is not None and await self._deps.allowed(sender, room_id, gate.approvers)
-        decision = decide_cancel(State(record.state), sender == record.requester, approver)
+        kind = self._kind(record)
+        _, approver = await self._approvers(record, sender)
+        decision = decide_cancel(
+            State(record.state), sender == record.requester, approver, kind.started_refusal
+        )
         if not decision.allowed:
             raise UserError(f"cannot cancel {record.id}: {decision.reason}")
         now = self._clock()
@@ -496,7 +533,7 @@ class ApprovalService:
         )
         if done is None:
             raise UserError(f"cannot cancel {record.id}: it was decided meanwhile")
-        return f"Cancelled sync request {record.id} ({record.app}); nothing was synced."
+        return f"Cancelled {kind.noun} {record.id} ({record.app}); {kind.nothing_done}."
 
     async def open_requests(self, room_id: str) -> Message:
         records = await self._repo.in_states([s.value for s in ACTIVE_STATES], room_id=room_id)

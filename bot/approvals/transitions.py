@@ -8,14 +8,13 @@ store, and only the caller whose compare-and-set won says anything.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiosqlite
 
+from bot.approvals.kinds import RequestKind
 from bot.approvals.machine import TERMINAL_STATES, State, can_transition
-from bot.approvals.render import prompt_content, render_outcome
 from bot.outbox import EventRef, Outbox, OutboxState
-from bot.render.templates import Templates
 from bot.store.approvals import ApprovalRecord, ApprovalRepo, Transition
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
@@ -30,16 +29,15 @@ class Transitions:
         repo: ApprovalRepo,
         outbox: Outbox,
         audit: AuditRepo,
-        templates: Templates,
-        prefix: str,
+        kinds: Mapping[str, RequestKind],
         clock: Callable[[], float],
     ) -> None:
         self._db = db
         self._repo = repo
         self._outbox = outbox
         self._audit = audit
-        self._templates = templates
-        self._prefix = prefix
+        # Filled by the service as kinds register; read on every transition.
+        self._kinds = kinds
         self._clock = clock
 
     async def apply(
@@ -52,8 +50,13 @@ class Transitions:
         extra: Transition | None = None,
         detail: str | None = None,
         conn: aiosqlite.Connection | None = None,
+        also: Callable[[aiosqlite.Connection, ApprovalRecord], Awaitable[None]] | None = None,
     ) -> ApprovalRecord | None:
-        """Move ``source → target``; the new record, or None if another path moved it first."""
+        """Move ``source → target``; the new record, or None if another path moved it first.
+
+        ``also`` runs inside the same transaction, after the state change and
+        before the prompt is edited (a kind's own rows that the prompt shows).
+        """
         if not can_transition(source, target):
             raise ValueError(f"no transition {source.value} → {target.value}")
         async with self._db.transaction(conn) as tx:
@@ -63,21 +66,24 @@ class Transitions:
                 return None
             record = await self._repo.get_in(tx, approval_id)
             assert record is not None  # it was just updated in this transaction
+            kind = self._kinds[record.kind]
+            if also is not None:
+                await also(tx, record)
             ref = await self.prompt_ref(record, tx)
             if ref is not None:
-                content = prompt_content(self._templates, record, self._prefix, mention=False)
+                content = kind.prompt_content(record, mention=False)
                 # Only the newest state matters: replace an edit still waiting to be sent.
                 await self._outbox.edit(record.room_id, ref, content, supersede=True, tx=tx)
                 if target in TERMINAL_STATES:
-                    note = render_outcome(self._templates, record, self._prefix)
+                    note = kind.outcome_note(record)
                     await self._outbox.send_message(record.room_id, note.content(), thread_root=ref, tx=tx)
             await self._audit.record(
                 actor,
-                f"approval:{target.value}",
+                f"{kind.audit_prefix}:{target.value}",
                 target.value,
                 room_id=record.room_id,
                 event_id=record.request_event_id,
-                args=f"{record.id} {record.app} {record.target_revision}",
+                args=kind.audit_args(record),
                 detail=detail,
                 tx=tx,
             )

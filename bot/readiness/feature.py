@@ -27,6 +27,7 @@ from config.readiness_model import load_plan
 
 if TYPE_CHECKING:
     from bot.kube.client import KubeApi
+    from bot.readiness.self_probes import DrillHistory
     from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ async def readiness_feature(ctx: FeatureContext) -> FeatureParts:
         else ctx.extensions.find(AlertmanagerApi)
     )
     watchdog = ctx.extensions.find(DeadmansSwitch)
+    drills = _drills(ctx)
     gated = gated_applications(ctx.settings)
 
     def environment() -> ProbeEnv:
@@ -63,6 +65,7 @@ async def readiness_feature(ctx: FeatureContext) -> FeatureParts:
             alertmanager=alertmanager,
             watchdog=watchdog,
             gated_apps=gated,
+            drills=drills,
             clock=ctx.clock,
         )
 
@@ -83,6 +86,15 @@ async def readiness_feature(ctx: FeatureContext) -> FeatureParts:
 def gated_applications(settings: Settings) -> frozenset[str]:
     """The Argo CD Applications readybot's approval gates cover."""
     return frozenset(application_name(name, app) for name, app in settings.approvals.apps.items())
+
+
+def _drills(ctx: FeatureContext) -> DrillHistory | None:
+    if not (ctx.settings.velero.enabled and ctx.settings.velero.drills.enabled):
+        return None
+    # Imported only here, like the kubernetes client: drills need a cluster.
+    from bot.velero.drills import DrillService
+
+    return ctx.extensions.find(DrillService)
 
 
 def _kube(ctx: FeatureContext) -> KubeApi | None:

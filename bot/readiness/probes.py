@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from bot.alerting.api import AlertmanagerApi
     from bot.kube.client import KubeApi
     from bot.readiness.prometheus import PrometheusApi
-    from bot.readiness.self_probes import WatchdogSource
+    from bot.readiness.self_probes import DrillHistory, WatchdogSource
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ class ProbeEnv:
     watchdog: WatchdogSource | None = None
     # Argo CD Application names gated by readybot; None: not known here.
     gated_apps: frozenset[str] | None = None
+    # The last passed restore drill (bot.velero.drills); None: drills are off here.
+    drills: DrillHistory | None = None
     clock: Callable[[], float] = time.time
     cache: RunCache = field(default_factory=RunCache)
     # Set when the cluster did not answer the run's first request: every

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -13,6 +14,7 @@ from config.readiness_model import Probe, ReadybotProbe
 if TYPE_CHECKING:
     from bot.deadman import SourceView
     from bot.readiness.probes import ProbeEnv
+    from bot.velero.drills import PassedDrill
     from config.deadman import DeadmanSettings
 
 
@@ -24,10 +26,21 @@ class WatchdogSource(Protocol):
     async def status(self) -> Sequence[SourceView]: ...
 
 
+class DrillHistory(Protocol):
+    """What ``bot.velero.drills.DrillService`` offers: the last restore drill that passed."""
+
+    async def last_passed(self) -> PassedDrill | None: ...
+
+
 def describe(probe: Probe) -> str:
     assert isinstance(probe, ReadybotProbe)
     if probe.check == "watchdog":
         return "readybot's dead-man's switch heard a Watchdog heartbeat within its threshold"
+    if probe.check == "restore_drill":
+        assert probe.max_age is not None
+        seconds = probe.max_age.total_seconds()
+        age = f"{int(seconds // 86_400)}d" if seconds % 86_400 == 0 else format_duration(probe.max_age)
+        return f"a readybot restore drill passed within {age} (!restore-drill)"
     return f"readybot gates the syncs of {', '.join(probe.apps)} (approvals.apps)"
 
 
@@ -36,7 +49,27 @@ async def run(probe: Probe, env: ProbeEnv) -> ProbeResult:
     expected = describe(probe)
     if probe.check == "watchdog":
         return await _watchdog(env, expected)
+    if probe.check == "restore_drill":
+        return await _restore_drill(probe, env, expected)
     return _gates(probe, env, expected)
+
+
+async def _restore_drill(probe: ReadybotProbe, env: ProbeEnv, expected: str) -> ProbeResult:
+    """The last passed drill (date, backup, evidence) from the store; failed when none or too old."""
+    if env.drills is None:
+        reason = "restore drills are off (velero.drills.enabled)"
+        return ProbeResult.unknown(reason, expected, [general(reason)])
+    last = await env.drills.last_passed()
+    if last is None:
+        return ProbeResult.failed("no restore drill has passed yet", expected)
+    assert probe.max_age is not None
+    age = env.clock() - last.ended_at
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(last.ended_at))
+    of = f"{last.backup} (schedule {last.schedule})" if last.schedule else last.backup
+    found = f"drill {last.id} of {of} passed {when} ({format_duration(max(age, 0.0))} ago): {last.evidence}"
+    if age > probe.max_age.total_seconds():
+        return ProbeResult.failed(found, expected)
+    return ProbeResult.passed(found, expected)
 
 
 async def _watchdog(env: ProbeEnv, expected: str) -> ProbeResult:

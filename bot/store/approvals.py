@@ -111,6 +111,8 @@ class NewApproval:
     created_at: float
     expires_at: float
     facts: dict[str, Any]
+    # What is gated: "sync" (an Argo CD sync) or "restore-drill" (bot.approvals.kinds).
+    kind: str = "sync"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,7 @@ class ApprovalRecord:
     facts: dict[str, Any]
     outcome: dict[str, Any] | None
     updated_at: float
+    kind: str = "sync"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +187,7 @@ _COLUMNS = (
     "id, app, namespace, application, room_id, requester, request_event_id, prompt_outbox_id,"
     " prompt_event_id, state, current_revision, target_revision, source_fingerprint,"
     " approvals_required, four_eyes, created_at, expires_at, decided_at, decided_by, started_at,"
-    " finished_at, facts, outcome, updated_at"
+    " finished_at, facts, outcome, updated_at, kind"
 )
 
 
@@ -221,8 +224,8 @@ class ApprovalRepo:
             await conn.execute(
                 "INSERT INTO approvals (id, app, namespace, application, room_id, requester,"
                 " request_event_id, state, current_revision, target_revision, source_fingerprint,"
-                " approvals_required, four_eyes, created_at, expires_at, facts, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'requested', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " approvals_required, four_eyes, created_at, expires_at, facts, updated_at, kind)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'requested', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     new.id,
                     new.app,
@@ -240,6 +243,7 @@ class ApprovalRepo:
                     new.expires_at,
                     json.dumps(new.facts, ensure_ascii=False),
                     new.created_at,
+                    new.kind,
                 ),
             )
         except sqlite3.IntegrityError as error:

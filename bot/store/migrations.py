@@ -20,6 +20,7 @@ from bot.store.falco import migrate_falco
 from bot.store.heartbeats import migrate_heartbeats
 from bot.store.outbox_media import migrate_outbox_media
 from bot.store.readiness import migrate_readiness
+from bot.store.restore_drills import migrate_restore_drills
 from bot.store.velero import migrate_velero
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ MIGRATIONS: Sequence[Migration] = (
     migrate_outbox_media,
     migrate_readiness,
     _v9_audit_sender_device,
+    migrate_restore_drills,
 )
 
 

@@ -33,6 +33,7 @@ from bot.readiness.results import Mark
 from bot.readiness.service import ReadinessService
 from bot.render.templates import Templates
 from bot.store.database import Database
+from bot.velero.drills import PassedDrill
 from config.deadman import DeadmanSettings
 from config.readiness_model import Probe
 from config.readiness_settings import ReadinessSettings
@@ -207,8 +208,26 @@ async def deadman(tmp_path: Path) -> AsyncIterator[DeadmansSwitch]:
     await db.close()
 
 
+class Drills:
+    """readybot's restore drills as the 2.1.3 probe reads them: the last passed one, or none."""
+
+    def __init__(self, passed: PassedDrill | None = None) -> None:
+        self.passed = passed
+
+    async def last_passed(self) -> PassedDrill | None:
+        return self.passed
+
+
+def a_passed_drill() -> Drills:
+    return Drills(PassedDrill("3f9a0c1e", "daily-20261207", "daily", time.time() - 3600, "412/412 items"))
+
+
 async def scorecard(
-    kube: KubeHandle, stack: Stack, deadman: DeadmansSwitch, gated: frozenset[str] = frozenset()
+    kube: KubeHandle,
+    stack: Stack,
+    deadman: DeadmansSwitch,
+    gated: frozenset[str] = frozenset(),
+    drills: Drills | None = None,
 ) -> Scorecard:
     def env() -> ProbeEnv:
         return ProbeEnv(
@@ -217,6 +236,7 @@ async def scorecard(
             alertmanager=AlertmanagerApi(stack.alertmanager.base_url, timeout_s=PROBE_TIMEOUT_S),
             watchdog=deadman,
             gated_apps=gated,
+            drills=drills or Drills(),
             clock=time.time,
         )
 
@@ -259,8 +279,11 @@ async def test_everything_done_passes_every_automatic_criterion(
     """The finished plan: all 23 automatic criteria pass (score and coverage 100 %), with their evidence."""
     seed_everything_done(kube_api.store)
     await deadman.heartbeat("http://alertmanager.example.org")
-    card = await scorecard(kube_api, done_stack, deadman, gated=frozenset(CRITICAL_APPS))
+    card = await scorecard(
+        kube_api, done_stack, deadman, gated=frozenset(CRITICAL_APPS), drills=a_passed_drill()
+    )
     assert automatic_marks(card) == dict.fromkeys(STARTING_MARKS, Mark.PASS)
+    assert "drill 3f9a0c1e of daily-20261207 (schedule daily) passed" in card.results["2.1.3"].found
     assert card.overall.score == 1.0 and card.overall.coverage == 1.0
     found = {key: result.found for key, result in card.results.items()}
     assert "alerting rule VeleroBackupFailed (group velero)" in found["2.1.4"]
@@ -282,7 +305,9 @@ async def test_a_missing_crd_gives_unknown_not_fail(
     server = kube_api.require_server()
     server.unregister("velero.io", "schedules")
     server.unregister("kyverno.io", "clusterpolicies")
-    card = await scorecard(kube_api, done_stack, deadman, gated=frozenset(CRITICAL_APPS))
+    card = await scorecard(
+        kube_api, done_stack, deadman, gated=frozenset(CRITICAL_APPS), drills=a_passed_drill()
+    )
     marks = automatic_marks(card)
     assert {key for key, mark in marks.items() if mark is not Mark.PASS} == {"1.3.1", "1.3.2", "2.1.2"}
     assert all(marks[key] is Mark.UNKNOWN for key in ("1.3.1", "1.3.2", "2.1.2"))
@@ -297,20 +322,24 @@ async def test_an_unreachable_api_is_unknown_everywhere_and_says_so(
     seed_everything_done(kube_api.store)
     await deadman.heartbeat("http://alertmanager.example.org")
     with kube_api.require_server().unreachable():
-        card = await scorecard(kube_api, done_stack, deadman, gated=frozenset(CRITICAL_APPS))
+        card = await scorecard(
+            kube_api, done_stack, deadman, gated=frozenset(CRITICAL_APPS), drills=a_passed_drill()
+        )
     unknown = [key for key, result in card.results.items() if result.mark is Mark.UNKNOWN]
-    assert len(unknown) == 18 and card.overall.failed == 0
+    assert len(unknown) == 17 and card.overall.failed == 0
     assert all("cluster unreachable: connection refused" in card.results[key].found for key in unknown)
     # What does not need the cluster still passes: the Prometheus and Alertmanager criteria.
+    # ... and the restore drills, which readybot keeps in its own store.
     assert {key for key, mark in automatic_marks(card).items() if mark is Mark.PASS} == {
         "1.2.3",
+        "2.1.3",
         "2.1.4",
         "4.4.1",
         "4.4.2",
         "4.4.3",
     }
     message = status_message(Templates(), _report(card), "!")
-    assert message.plain.splitlines()[1] == "⚠️ cluster unreachable: connection refused (18 criteria unknown)"
+    assert message.plain.splitlines()[1] == "⚠️ cluster unreachable: connection refused (17 criteria unknown)"
 
 
 def _report(card: Scorecard) -> object:
@@ -437,7 +466,10 @@ async def test_the_scorecard_in_an_encrypted_room(
     status = await ask(alice, room, bot, "!readiness status")
     lines = status.splitlines()
     # 4.4.3's Watchdog half is the bot's own switch: no heartbeat yet, so it fails as at the starting point.
-    assert lines[0].startswith("Production Readiness Plan: 22% (5/23 checked criteria pass) · coverage 100%")
+    # 2.1.3 reads readybot's restore drills, off in this bot: unknown, saying velero.drills.enabled.
+    assert lines[0].startswith(
+        "Production Readiness Plan: 22% (5/23 checked criteria pass) · coverage 96% (22/23 could be checked)"
+    )
     assert "❌ Security 4/8 +5 manual" in lines
     assert "— Cultural readiness no criteria" in lines
     assert any(line.startswith("❌ 1 Security Enforcement (Quick Wins) 4/6") for line in lines)

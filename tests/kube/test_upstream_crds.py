@@ -97,6 +97,7 @@ def velero_objects_of_the_tests() -> list[Obj]:
             total=4,
             failure_reason="boom",
             validation_errors=["bad"],
+            namespaces=["shop"],
         ),
         velero_objects.restore(
             "r",

@@ -31,6 +31,7 @@ def backup(
     total: int | None = None,
     failure_reason: str | None = None,
     validation_errors: list[str] | None = None,
+    namespaces: list[str] | None = None,
 ) -> dict[str, Any]:
     """A Backup; with ``schedule`` it carries the label Velero's schedule controller sets."""
     metadata: dict[str, Any] = {"name": name, "labels": {SCHEDULE_LABEL: schedule} if schedule else {}}
@@ -61,7 +62,8 @@ def backup(
         "apiVersion": API_VERSION,
         "kind": "Backup",
         "metadata": metadata,
-        "spec": {"storageLocation": "default", "ttl": "720h0m0s"},
+        "spec": {"storageLocation": "default", "ttl": "720h0m0s"}
+        | ({"includedNamespaces": namespaces} if namespaces else {}),
         "status": status,
     }
 

@@ -78,6 +78,8 @@ BUILTIN: tuple[ResourceDef, ...] = (
     _builtin("", "v1", "configmaps", "ConfigMap"),
     _builtin("", "v1", "resourcequotas", "ResourceQuota"),
     _builtin("", "v1", "limitranges", "LimitRange"),
+    _builtin("", "v1", "pods", "Pod"),
+    _builtin("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim"),
     _builtin("apps", "v1", "deployments", "Deployment"),
     _builtin("apps", "v1", "daemonsets", "DaemonSet"),
     _builtin("apps", "v1", "statefulsets", "StatefulSet"),
@@ -144,6 +146,11 @@ VELERO_RESTORE = ResourceDef(
     True,
     fields=(
         *_strings("spec.backupName", "spec.scheduleName", "status.failureReason"),
+        # What a restore drill writes (bot/velero/drill_plan.py).
+        FieldDef("spec.includedNamespaces", "array"),
+        FieldDef("spec.namespaceMapping", "object"),
+        FieldDef("spec.includeClusterResources", "boolean"),
+        FieldDef("spec.restorePVs", "boolean"),
         FieldDef(
             "status.phase",
             "string",
