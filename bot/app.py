@@ -30,6 +30,7 @@ from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxSender
 from bot.render.templates import Templates
 from bot.scheduling import build_scheduler
+from bot.schema import MIGRATIONS
 from bot.services import BotDevice, Services
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
@@ -83,7 +84,7 @@ class ReadyBot:
 
     async def run(self, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            self.db = await Database.open(self.settings.store.path, clock=self.clock)
+            self.db = await Database.open(self.settings.store.path, migrations=MIGRATIONS, clock=self.clock)
             stack.push_async_callback(self.db.close)
             self.health.store_open = True
             kv, audit, handled = KeyValueRepo(self.db), AuditRepo(self.db), HandledEvents(self.db)

@@ -31,6 +31,7 @@ import aiosqlite
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from bot.outbox import EventRef, Outbox, OutboxId, OutboxState
+from bot.outbox.repo import OutboxRepo
 from bot.render.templates import Templates
 from bot.store.database import Database
 from bot.store.heartbeats import (
@@ -42,7 +43,6 @@ from bot.store.heartbeats import (
     SourceRecord,
     SourceState,
 )
-from bot.store.outbox_repo import OutboxRepo
 from config.deadman import DeadmanSettings
 from config.durations import format_duration
 

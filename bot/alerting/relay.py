@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from bot.errors import StoreUnavailableError
 from bot.outbox import EventRef, Outbox, OutboxId
+from bot.outbox.budget import RateBudget
 from bot.relays.alertmanager import (
     AlertState,
     DigestState,
@@ -51,7 +52,6 @@ from bot.relays.alertmanager import (
     route,
     storming,
 )
-from bot.relays.budget import RateBudget
 from bot.relays.render_alerts import AlertRenderer, DigestEntry
 from bot.render.message import Message
 from bot.store.alert_groups import AlertGroupRepo, GroupRow, LoadedAlertState, PostRow

@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from bot.errors import StoreUnavailableError
 from bot.outbox import EventRef, Outbox, OutboxId
-from bot.relays.budget import RateBudget
+from bot.outbox.budget import RateBudget
 from bot.relays.falco import FalcoEvent, Outcome, Spending, classify
 from bot.relays.falco_state import Aggregate, Digest, Dirty, FalcoState, Flush, Mute
 from bot.relays.render_falco import FalcoRenderer

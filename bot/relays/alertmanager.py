@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from bot.relays.budget import RateBudget
+from bot.outbox.budget import RateBudget
 from config.alerting import AlertRoute
 
 AlertStatus = Literal["firing", "resolved"]

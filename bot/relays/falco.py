@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Literal
 
-from bot.relays.budget import RateBudget
+from bot.outbox.budget import RateBudget
 from config.falco import EVENT_FIELDS, FalcoPriority, FalcoSendBudget, FalcoSettings, priority_rank
 
 # falcosidekick's POST /test sends this rule (outputs/client.go).

@@ -20,8 +20,8 @@ import aiosqlite
 if TYPE_CHECKING:
     # Type-only: bot.store.migrations imports this module while
     # bot.store.database (which imports the migrations) is still loading.
+    from bot.outbox.repo import OutboxId
     from bot.store.database import Database
-    from bot.store.outbox_repo import OutboxId
 
 # The states in which a request holds its Application (see bot.approvals.machine).
 ACTIVE_STATES = ("requested", "approved", "started")

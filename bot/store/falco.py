@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 async def migrate_falco(conn: aiosqlite.Connection) -> None:
-    """Schema of the Falco relay (appended to ``bot.store.migrations.MIGRATIONS``)."""
+    """Schema of the Falco relay (appended to ``bot.schema.MIGRATIONS``)."""
     await conn.execute(
         "CREATE TABLE falco_ids (id INTEGER PRIMARY KEY CHECK (id = 1), next_id INTEGER NOT NULL)"
     )

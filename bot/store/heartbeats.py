@@ -39,7 +39,7 @@ class NoticeState(StrEnum):
 
 
 async def migrate_heartbeats(conn: aiosqlite.Connection) -> None:
-    """Schema of the dead-man's switch (appended to ``bot.store.migrations.MIGRATIONS``)."""
+    """Schema of the dead-man's switch (appended to ``bot.schema.MIGRATIONS``)."""
     await conn.execute(
         """
         CREATE TABLE deadman_sources (

@@ -27,7 +27,7 @@ TRIGGERS = ("command", "digest", "trend")
 
 
 async def migrate_readiness(conn: aiosqlite.Connection) -> None:
-    """Schema of the readiness scorecard (appended to ``bot.store.migrations.MIGRATIONS``)."""
+    """Schema of the readiness scorecard (appended to ``bot.schema.MIGRATIONS``)."""
     await conn.execute(
         """
         CREATE TABLE readiness_runs (

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 async def migrate_velero(conn: aiosqlite.Connection) -> None:
-    """Schema of the Velero relay (appended to ``bot.store.migrations.MIGRATIONS``)."""
+    """Schema of the Velero relay (appended to ``bot.schema.MIGRATIONS``)."""
     await conn.execute(
         """
         CREATE TABLE velero_baselines (

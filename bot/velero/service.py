@@ -26,10 +26,10 @@ import aiosqlite
 
 from bot.kube.errors import KubeError
 from bot.outbox import EventRef, Outbox, OutboxId, OutboxState
+from bot.outbox.repo import OutboxRepo
 from bot.render.message import Message
 from bot.render.templates import Templates
 from bot.store.database import Database
-from bot.store.outbox_repo import OutboxRepo
 from bot.store.velero import LocationRecord, MissedAlert, OutcomeRecord, VeleroRepo
 from bot.velero import render
 from bot.velero.model import (

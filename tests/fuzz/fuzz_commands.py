@@ -42,6 +42,7 @@ from bot.readiness.probes import ProbeEnv
 from bot.readiness.service import ReadinessService
 from bot.relays.render_falco import FalcoRenderer
 from bot.render.templates import Templates
+from bot.schema import MIGRATIONS
 from bot.services import Services
 from bot.store import Database
 from bot.store.audit import AuditRepo
@@ -219,7 +220,7 @@ def registry_parse_addresses(text: str) -> bool:
 
 async def _open_stack() -> _Stack:
     directory = Path(tempfile.mkdtemp(prefix="readybot-fuzz-commands-"))
-    db = await Database.open(directory / "readybot.sqlite3")
+    db = await Database.open(directory / "readybot.sqlite3", migrations=MIGRATIONS)
     outbox = Outbox(db, clock=db.clock)
     audit = AuditRepo(db)
     templates = Templates()

@@ -42,6 +42,7 @@ from bot.outbox import Outbox
 from bot.relays.render_alerts import AlertRenderer
 from bot.relays.render_falco import FalcoRenderer
 from bot.render.templates import Templates
+from bot.schema import MIGRATIONS
 from bot.store import Database
 from bot.store.alert_groups import AlertGroupRepo
 from bot.store.falco import FalcoRepo
@@ -172,7 +173,7 @@ class WebhookHarness:
 
 async def _open_stack() -> _Stack:
     directory = Path(tempfile.mkdtemp(prefix="readybot-fuzz-webhooks-"))
-    db = await Database.open(directory / "readybot.sqlite3")
+    db = await Database.open(directory / "readybot.sqlite3", migrations=MIGRATIONS)
     outbox = Outbox(db, clock=db.clock)
     templates = Templates()
     metrics = Metrics()

@@ -32,6 +32,7 @@ from bot.readiness.render import status_message
 from bot.readiness.results import Mark
 from bot.readiness.service import ReadinessService
 from bot.render.templates import Templates
+from bot.schema import MIGRATIONS
 from bot.store.database import Database
 from config.deadman import DeadmanSettings
 from config.readiness_model import Probe
@@ -194,7 +195,7 @@ def done_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 async def deadman(tmp_path: Path) -> AsyncIterator[DeadmansSwitch]:
-    db = await Database.open(tmp_path / "deadman.sqlite3")
+    db = await Database.open(tmp_path / "deadman.sqlite3", migrations=MIGRATIONS)
     yield DeadmansSwitch(
         DeadmanSettings(threshold_s=300, check_interval_s=30),
         db=db,

@@ -24,6 +24,7 @@ import bot.render.templates
 from bot.alerting.relay import DIGEST_EDIT_INTERVAL_S, AlertRelay
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxKind, build_event
+from bot.outbox.budget import RateBudget
 from bot.relays.alertmanager import (
     AlertState,
     GroupState,
@@ -33,10 +34,10 @@ from bot.relays.alertmanager import (
     route,
     storming,
 )
-from bot.relays.budget import RateBudget
 from bot.relays.render_alerts import AlertRenderer, silence_url
 from bot.render.message import MATRIX_EVENT_LIMIT
 from bot.render.templates import Templates
+from bot.schema import MIGRATIONS
 from bot.store import Database
 from bot.store.alert_groups import AlertGroupRepo
 from bot.webhooks.alertmanager import alertmanager_handler, parse_payload
@@ -166,7 +167,7 @@ def settings_with(**values: Any) -> AlertmanagerSettings:
 
 async def make_relay(path: Path, settings: AlertmanagerSettings, clock: Clock | None = None) -> Relay:
     clock = clock or Clock()
-    db = await Database.open(path, clock=clock)
+    db = await Database.open(path, migrations=MIGRATIONS, clock=clock)
     outbox = Outbox(db, clock=clock)
     repo = AlertGroupRepo(db)
     beats = Beats()
@@ -411,7 +412,7 @@ async def test_resolved_watchdog_is_no_heartbeat(r: Relay) -> None:
 async def test_without_a_deadmans_switch_watchdog_is_still_not_relayed(tmp_path: Path) -> None:
     """With no switch in the extensions, alertname=Watchdog is dropped, not posted."""
     clock = Clock()
-    db = await Database.open(tmp_path / "s.sqlite3", clock=clock)
+    db = await Database.open(tmp_path / "s.sqlite3", migrations=MIGRATIONS, clock=clock)
     try:
         settings = settings_with()
         relay = AlertRelay(

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from bot.deadman import DeadmanMetrics, DeadmansSwitch, SecondaryChannelError, SourceState, evaluate
 from bot.outbox import Outbox
 from bot.render.templates import Templates
+from bot.schema import MIGRATIONS
 from bot.store.database import Database
 from bot.store.heartbeats import HeartbeatRepo, NoticeRepo, NoticeState
 from config.deadman import DeadmanSettings
@@ -80,7 +81,7 @@ class Harness:
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     clock = Clock()
-    db = await Database.open(tmp_path / "store.sqlite3", clock=clock)
+    db = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS, clock=clock)
     channel = RecordingChannel()
 
     def make(

@@ -22,15 +22,16 @@ from pydantic import SecretStr, ValidationError
 from bot.falco.relay import FalcoMetrics, FalcoRelay
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxKind, build_event
-from bot.relays.budget import RateBudget
+from bot.outbox.budget import RateBudget
+from bot.outbox.repo import OutboxId, OutboxRepo
 from bot.relays.falco import FalcoEvent, Spending, Tier, classify, event_key, field_text
 from bot.relays.falco_state import Aggregate, Digest, Mute
 from bot.relays.render_falco import FalcoRenderer
 from bot.render.message import MATRIX_EVENT_LIMIT
 from bot.render.templates import Templates
+from bot.schema import MIGRATIONS
 from bot.store import Database
 from bot.store.falco import FalcoRepo
-from bot.store.outbox_repo import OutboxId, OutboxRepo
 from bot.webhooks.common import PayloadError
 from bot.webhooks.falco import WebhookMetrics, falco_handler, parse_event
 from bot.webhooks.server import Health, build_http_app
@@ -120,7 +121,7 @@ class Env:
 
 async def open_env(path: Path, clock: Clock | None = None, **overrides: Any) -> Env:
     clock = clock or Clock()
-    db = await Database.open(path / "readybot.sqlite3", clock=clock)
+    db = await Database.open(path / "readybot.sqlite3", migrations=MIGRATIONS, clock=clock)
     outbox = Outbox(db, clock=clock)
     registry = CollectorRegistry()
     relay = FalcoRelay(

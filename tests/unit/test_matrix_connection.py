@@ -11,13 +11,14 @@ import pytest
 
 from bot.matrix.connection import SYNC_TOKEN_KEY, MatrixConnection
 from bot.metrics import Metrics
+from bot.schema import MIGRATIONS
 from bot.store import Database, KeyValueRepo
 from config.settings import MatrixSettings
 
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "store.sqlite3")
+    database = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
     yield database
     await database.close()
 

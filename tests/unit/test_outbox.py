@@ -26,7 +26,9 @@ from bot.outbox import (
     RateLimited,
     TransientSendError,
 )
-from bot.store import Database, OutboxRepo
+from bot.outbox.repo import OutboxRepo
+from bot.schema import MIGRATIONS
+from bot.store import Database
 from config.settings import OutboxSettings
 
 ROOM_A = "!alerts:example.org"
@@ -141,7 +143,7 @@ async def make_harness(
     path: Path, hs: FakeHomeserver, settings: OutboxSettings = SETTINGS, initial_backoff_s: float = 0.005
 ) -> Harness:
     clock = FakeClock()
-    db = await Database.open(path, clock=clock)
+    db = await Database.open(path, migrations=MIGRATIONS, clock=clock)
     metrics = Metrics()
     sender = OutboxSender(db, hs, settings, metrics, initial_backoff_s=initial_backoff_s)
     outbox = Outbox(db, on_enqueued=sender.wake)

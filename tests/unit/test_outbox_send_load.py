@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.outbox import Outbox, OutboxId
+from bot.outbox.repo import OutboxRepo
+from bot.schema import MIGRATIONS
 from bot.store.database import Database
-from bot.store.outbox_repo import OutboxRepo
 
 # An epoch time with more significant digits than SQLite's JSON keeps (15).
 SENT_AT = 1_764_100_000.123456789
@@ -14,7 +15,7 @@ SENT_AT = 1_764_100_000.123456789
 
 async def test_a_send_at_exactly_since_is_not_returned_again(tmp_path: Path) -> None:
     """send_load(since=t) never returns the send made at t, however many digits t has."""
-    db = await Database.open(tmp_path / "store.sqlite3", clock=lambda: SENT_AT - 1)
+    db = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS, clock=lambda: SENT_AT - 1)
     try:
         outbox = Outbox(db)
         first = await outbox.send_message("!room:example.org", {"msgtype": "m.notice", "body": "a"})
@@ -29,7 +30,7 @@ async def test_a_send_at_exactly_since_is_not_returned_again(tmp_path: Path) -> 
 
 async def test_pending_rows_are_counted(tmp_path: Path) -> None:
     """send_load counts the rows still waiting to be sent."""
-    db = await Database.open(tmp_path / "store.sqlite3")
+    db = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
     try:
         outbox = Outbox(db)
         for body in ("a", "b"):

@@ -13,6 +13,7 @@ from bot.readiness.engine import CriterionResult, Tally, compare, notices, score
 from bot.readiness.probes import ProbeEnv
 from bot.readiness.results import Cause, Mark, ProbeResult, all_of, any_of
 from bot.readiness.service import ReadinessService
+from bot.schema import MIGRATIONS
 from bot.store.database import Database
 from bot.store.readiness import ReadinessRepo
 from config.readiness_settings import ReadinessSettings
@@ -137,7 +138,7 @@ def test_kleene_combinations_of_probe_results() -> None:
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "store.sqlite3")
+    database = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
     yield database
     await database.close()
 

@@ -20,6 +20,7 @@ from bot.readiness.feature import DIGEST_JOB_ID, readiness_feature
 from bot.readiness.service import ReadinessService
 from bot.render.templates import Templates
 from bot.scheduling import CronScheduleTrigger
+from bot.schema import MIGRATIONS
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
 from bot.store.kv import KeyValueRepo
@@ -43,7 +44,7 @@ def settings(**readiness: Any) -> Settings:
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "store.sqlite3")
+    database = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
     yield database
     await database.close()
 

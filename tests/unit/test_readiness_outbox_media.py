@@ -18,6 +18,7 @@ from bot.outbox import (
     OutboxState,
     TransientSendError,
 )
+from bot.schema import MIGRATIONS
 from bot.store.database import Database
 from config.settings import OutboxSettings
 
@@ -71,7 +72,7 @@ class EventsOnly:
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "store.sqlite3")
+    database = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
     yield database
     await database.close()
 

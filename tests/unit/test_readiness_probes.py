@@ -21,6 +21,7 @@ from bot.readiness.engine import CriterionResult, score
 from bot.readiness.probes import ProbeEnv, run_plan, run_probe
 from bot.readiness.results import Cause, Mark, ProbeResult
 from bot.render.templates import Templates
+from bot.schema import MIGRATIONS
 from bot.store.database import Database
 from config.deadman import DeadmanSettings
 from config.readiness_model import Plan, Probe
@@ -465,7 +466,7 @@ async def test_one_run_lists_the_namespaces_once_for_all_coverage_probes(kube_ap
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "store.sqlite3")
+    database = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
     yield database
     await database.close()
 

@@ -23,6 +23,7 @@ from bot.errors import UserError
 from bot.features import Authorizer, PowerLookup
 from bot.outbox import Outbox
 from bot.render.templates import Templates
+from bot.schema import MIGRATIONS
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
 from bot.store.handled import HandledEvents
@@ -121,7 +122,7 @@ class Harness:
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    db = await Database.open(tmp_path / "store.sqlite3", clock=lambda: T0)
+    db = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS, clock=lambda: T0)
     fake = FakeAlertmanager()
     service = SilenceService(
         fake,

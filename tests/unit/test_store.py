@@ -12,8 +12,9 @@ import aiosqlite
 import pytest
 
 from bot.errors import StoreUnavailableError
+from bot.schema import MIGRATIONS
 from bot.store import AuditRepo, Database, HandledEvents, KeyValueRepo, SchemaTooNewError
-from bot.store.migrations import MIGRATIONS, migrate, schema_version
+from bot.store.migrations import migrate, schema_version
 
 
 class FakeClock:
@@ -31,7 +32,7 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def db(db_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(db_path)
+    database = await Database.open(db_path, migrations=MIGRATIONS)
     yield database
     await database.close()
 
@@ -83,19 +84,19 @@ async def test_existing_file_is_tightened(db_path: Path) -> None:
     """A store file left world-readable is made 0600 on open."""
     _leave_world_readable_file(db_path)
     assert _mode(db_path) == 0o644
-    database = await Database.open(db_path)
+    database = await Database.open(db_path, migrations=MIGRATIONS)
     await database.close()
     assert _mode(db_path) == 0o600
 
 
 async def test_reopen_keeps_data_and_does_not_rerun_migrations(db_path: Path) -> None:
     """Reopening an up-to-date store applies nothing and keeps its rows."""
-    first = await Database.open(db_path)
+    first = await Database.open(db_path, migrations=MIGRATIONS)
     await KeyValueRepo(first).set("sync_token", "s1")
     await first.close()
 
     # Migration 1 uses CREATE TABLE without IF NOT EXISTS: a rerun would raise.
-    second = await Database.open(db_path)
+    second = await Database.open(db_path, migrations=MIGRATIONS)
     try:
         assert await KeyValueRepo(second).get("sync_token") == "s1"
         assert await schema_version(second) == len(MIGRATIONS)
@@ -132,13 +133,13 @@ async def test_failed_migration_rolls_back_with_its_version(db: Database) -> Non
 
 async def test_newer_schema_is_refused(db_path: Path) -> None:
     """A store written by a newer readybot is refused with a clear error."""
-    database = await Database.open(db_path)
+    database = await Database.open(db_path, migrations=MIGRATIONS)
     await database.close()
     with _raw(db_path) as raw:
         raw.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
 
     with pytest.raises(SchemaTooNewError, match="newer than this readybot supports"):
-        await Database.open(db_path)
+        await Database.open(db_path, migrations=MIGRATIONS)
 
 
 async def test_transaction_rolls_back_on_error(db: Database) -> None:
@@ -185,7 +186,7 @@ async def test_tx_from_a_finished_transaction_is_refused(db: Database) -> None:
 
 async def test_a_transaction_waiting_when_the_store_closes_is_store_unavailable(db_path: Path) -> None:
     """A write queued on the lock as the store closes fails as StoreUnavailableError (a 503), no crash."""
-    db = await Database.open(db_path)
+    db = await Database.open(db_path, migrations=MIGRATIONS)
     holding = db.transaction()
     await holding.__aenter__()
     waiting = asyncio.create_task(KeyValueRepo(db).set("late", "1"))
@@ -210,7 +211,7 @@ async def test_kv_set_get_overwrite_delete(db: Database) -> None:
 async def test_audit_records_all_fields_newest_first(db_path: Path) -> None:
     """Audit entries keep every column, are stamped by the clock, and list newest first."""
     clock = FakeClock(100.0)
-    database = await Database.open(db_path, clock=clock)
+    database = await Database.open(db_path, migrations=MIGRATIONS, clock=clock)
     try:
         audit = AuditRepo(database)
         first = await audit.record("@ann:example.org", "help", "ok")
@@ -257,10 +258,10 @@ async def test_handled_claim_is_true_only_once(db: Database) -> None:
 
 async def test_handled_claim_survives_restart(db_path: Path) -> None:
     """A claim made before a restart still blocks the replayed event after it."""
-    first = await Database.open(db_path)
+    first = await Database.open(db_path, migrations=MIGRATIONS)
     await HandledEvents(first).claim("$ev1")
     await first.close()
-    second = await Database.open(db_path)
+    second = await Database.open(db_path, migrations=MIGRATIONS)
     try:
         assert await HandledEvents(second).claim("$ev1") is False
     finally:
@@ -270,7 +271,7 @@ async def test_handled_claim_survives_restart(db_path: Path) -> None:
 async def test_handled_prune_forgets_only_old_claims(db_path: Path) -> None:
     """prune removes claims older than the cutoff and keeps newer ones."""
     clock = FakeClock(100.0)
-    database = await Database.open(db_path, clock=clock)
+    database = await Database.open(db_path, migrations=MIGRATIONS, clock=clock)
     try:
         handled = HandledEvents(database)
         await handled.claim("$old")

@@ -28,6 +28,7 @@ from bot.kube.client import KubeApi
 from bot.kube.watch import WatchStatus
 from bot.outbox import Outbox
 from bot.render.templates import Templates
+from bot.schema import MIGRATIONS
 from bot.store.database import Database
 from bot.velero import render
 from bot.velero.feature import CHECK_JOB_ID, DIGEST_JOB_ID, velero_feature, watch_tasks
@@ -89,7 +90,7 @@ async def relays(kube_api: KubeHandle, tmp_path: Path) -> AsyncIterator[Callable
     kube_api.require_server()
 
     async def start(**overrides: Any) -> Relay:
-        db = await Database.open(tmp_path / "readybot.sqlite3")
+        db = await Database.open(tmp_path / "readybot.sqlite3", migrations=MIGRATIONS)
         values: dict[str, Any] = {
             "enabled": True,
             "namespace": kube_api.namespace,
@@ -489,7 +490,7 @@ async def test_the_feature_needs_kubernetes_and_adds_watches_and_jobs(
     kube_api: KubeHandle, tmp_path: Path
 ) -> None:
     """Without kubernetes.enabled it refuses to start; with it: 4 watches, the check (and digest) job."""
-    db = await Database.open(tmp_path / "readybot.sqlite3")
+    db = await Database.open(tmp_path / "readybot.sqlite3", migrations=MIGRATIONS)
     try:
         with pytest.raises(ConfigError) as refused:
             await velero_feature(feature_context(velero_settings(kubernetes=False), Extensions(), db))

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 async def migrate_outbox_media(conn: aiosqlite.Connection) -> None:
-    """Schema of outbox media (appended to ``bot.store.migrations.MIGRATIONS``)."""
+    """Schema of outbox media (appended to ``bot.schema.MIGRATIONS``)."""
     await conn.execute(
         """
         CREATE TABLE outbox_media (

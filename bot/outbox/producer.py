@@ -42,9 +42,8 @@ from typing import Any, Protocol, runtime_checkable
 import aiosqlite
 
 from bot.metrics import Metrics
-from bot.store.database import Database
-from bot.store.outbox_media import OutboxMediaRepo
-from bot.store.outbox_repo import (
+from bot.outbox.media import OutboxMediaRepo
+from bot.outbox.repo import (
     NewOutboxRow,
     OutboxId,
     OutboxKind,
@@ -54,6 +53,7 @@ from bot.store.outbox_repo import (
     Ref,
     SendLoad,
 )
+from bot.store.database import Database
 from config.settings import OutboxSettings
 
 __all__ = [
@@ -539,7 +539,7 @@ class _Backoff:
         return base * random.uniform(0.8, 1.0)  # noqa: S311 (timing jitter, not security)
 
 
-# Message types whose row may carry media to upload (bot.store.outbox_media).
+# Message types whose row may carry media to upload (bot.outbox.media).
 _MEDIA_MSGTYPES = frozenset({"m.image", "m.file", "m.audio", "m.video"})
 
 

@@ -1,0 +1,33 @@
+"""The store's schema: every migration, in the one order ``PRAGMA user_version`` counts.
+
+Assembled here, by the composition root, so the store core
+(``bot.store.migrations``) imports no capability: each capability keeps its
+tables' migration next to its repository, and this list orders them.
+Migration ``N`` is ``MIGRATIONS[N - 1]`` in every store ever written: append,
+never edit or reorder (an existing state file must keep working).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.outbox.media import migrate_outbox_media
+from bot.store.alert_groups import migrate_alert_groups
+from bot.store.approvals import migrate_approvals
+from bot.store.falco import migrate_falco
+from bot.store.heartbeats import migrate_heartbeats
+from bot.store.migrations import Migration, v1_initial, v9_audit_sender_device
+from bot.store.readiness import migrate_readiness
+from bot.store.velero import migrate_velero
+
+MIGRATIONS: Sequence[Migration] = (
+    v1_initial,
+    migrate_heartbeats,
+    migrate_approvals,
+    migrate_alert_groups,
+    migrate_velero,
+    migrate_falco,
+    migrate_outbox_media,
+    migrate_readiness,
+    v9_audit_sender_device,
+)
