@@ -30,8 +30,7 @@ from typing import Protocol
 import aiosqlite
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from bot.outbox import EventRef, Outbox, OutboxId, OutboxState
-from bot.outbox.repo import OutboxRepo
+from bot.outbox import Outbox
 from bot.render.templates import Templates
 from bot.store.database import Database
 from bot.store.heartbeats import (
@@ -174,7 +173,6 @@ class DeadmansSwitch:
         self.settings = settings
         self._db = db
         self._outbox = outbox
-        self._outbox_rows = OutboxRepo(db)
         self._templates = templates
         self.rooms = tuple(rooms)
         self._clock = clock
@@ -415,29 +413,12 @@ class DeadmansSwitch:
             "deadman_recovery", source=record.source, outage=outage, silent_since=_utc(silent_since)
         )
         for room in self.rooms:
-            reply_to = await self._alarm_ref(conn, room, record.alarm_refs.get(room))
+            reply_to = await self._outbox.reply_target(room, record.alarm_refs.get(room), tx=conn)
             await self._outbox.send_message(room, message.content(), reply_to=reply_to, tx=conn)
         if self._channel is not None:
             title = f"readybot: heartbeats from {record.source} are back"
             await self._notices.add(conn, record.source, NoticeKind.RECOVERY, title, message.plain, now)
         log.warning("deadman: %s is back after %s", record.source, outage)
-
-    async def _alarm_ref(self, conn: aiosqlite.Connection, room: str, ref: int | None) -> EventRef | None:
-        """What the recovery can reply to: the alarm's event id, its pending row, or nothing.
-
-        Nothing when the alarm failed to send or its row was pruned: a reply
-        to those would fail, and the recovery must get out regardless.
-        """
-        if ref is None:
-            return None
-        row = await self._outbox_rows.get_in(conn, OutboxId(ref))
-        if row is None or row.room_id != room:
-            return None
-        if row.state is OutboxState.SENT and row.event_id is not None:
-            return row.event_id
-        if row.state is OutboxState.PENDING:
-            return row.id
-        return None
 
 
 def _utc(timestamp: float | None) -> str | None:

@@ -32,14 +32,16 @@ import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiosqlite
 from prometheus_client import CollectorRegistry, Counter
 
 from bot.errors import StoreUnavailableError
-from bot.outbox import EventRef, Outbox, OutboxId
+from bot.outbox import Outbox, OutboxId
+from bot.outbox.batching import GroupCommit
 from bot.outbox.budget import RateBudget
+from bot.outbox.events import stored_ref
 from bot.relays.alertmanager import (
     AlertState,
     DigestState,
@@ -53,7 +55,7 @@ from bot.relays.alertmanager import (
     storming,
 )
 from bot.relays.render_alerts import AlertRenderer, DigestEntry
-from bot.render.message import Message
+from bot.render.message import mentioning_content
 from bot.store.alert_groups import AlertGroupRepo, GroupRow, LoadedAlertState, PostRow
 from bot.store.database import Database
 from bot.webhooks.alertmanager import WebhookAlert, WebhookPayload, split_heartbeats
@@ -141,11 +143,12 @@ def notification_of(payload: WebhookPayload, alerts: Sequence[WebhookAlert]) -> 
     )
 
 
-@dataclass
-class _Job:
+@dataclass(frozen=True)
+class _Intake:
+    """What one notification brings: groups to relay and/or a heartbeat."""
+
     note: Notification | None
     beat_source: str | None
-    done: asyncio.Future[None]
 
 
 @dataclass
@@ -203,7 +206,6 @@ class AlertRelay:
         self._metrics = metrics or RelayMetrics(CollectorRegistry())
         budget = settings.send_budget
         self._budget = RateBudget(budget.burst, budget.per_minute, clock())
-        self._last_send_seen = 0.0
         self._groups: dict[str, GroupState] = {}
         self._digests: dict[int, DigestState] = {}
         self._open_digests: dict[str, int] = {}
@@ -211,10 +213,16 @@ class AlertRelay:
         self._digest_edited_at: dict[int, float] = {}
         # Digests whose latest change is not queued yet (see DIGEST_EDIT_INTERVAL_S).
         self._deferred: set[int] = set()
-        self._queue: list[_Job] = []
-        self._worker: asyncio.Task[None] | None = None
         # Batches and maintenance take turns on the in-memory state.
         self._state_lock = asyncio.Lock()
+        self._group_commit: GroupCommit[_Intake, None] = GroupCommit(
+            self._commit_intakes,
+            lock=self._state_lock,
+            name="alert-relay-commit",
+            describe=lambda intake: f"alert relay: notification for receiver {_receiver(intake)!r}",
+            # A constraint or API misuse is a bug, not an unavailable store.
+            passthrough=(sqlite3.IntegrityError, sqlite3.ProgrammingError),
+        )
 
     # -- start-up -------------------------------------------------------------
 
@@ -236,7 +244,7 @@ class AlertRelay:
                 self._deferred.add(digest.id)
         now = self._clock()
         window = 2 * self._budget.burst / self._budget.rate
-        self._observe((await self._outbox.send_load(now - window, _MAX_SEND_TIMES)).sent_at)
+        self._budget.observe_sent((await self._outbox.send_load(now - window, _MAX_SEND_TIMES)).sent_at)
         log.info("alert relay: %d groups and %d digests loaded", len(self._groups), len(self._digests))
 
     # -- the webhook side -----------------------------------------------------
@@ -250,18 +258,9 @@ class AlertRelay:
         if not relayed and beat_source is None:
             self._metrics.notifications.labels(result="accepted").inc()
             return
-        job = _Job(
-            note=notification_of(payload, relayed) if relayed else None,
-            beat_source=beat_source,
-            done=asyncio.get_running_loop().create_future(),
-        )
-        self._queue.append(job)
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain(), name="alert-relay-commit")
+        intake = _Intake(note=notification_of(payload, relayed) if relayed else None, beat_source=beat_source)
         try:
-            # Shielded: a caller that goes away does not cancel the batch
-            # other callers' notifications are in.
-            await asyncio.shield(job.done)
+            await self._group_commit.submit(intake)
         except StoreUnavailableError:
             self._metrics.notifications.labels(result="store_unavailable").inc()
             raise
@@ -270,53 +269,11 @@ class AlertRelay:
             raise
         self._metrics.notifications.labels(result="accepted").inc()
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                async with self._state_lock:
-                    await self._run(batch)
-        finally:
-            # Only reached with jobs left if this task itself was cancelled.
-            for job in self._queue:
-                if not job.done.done():
-                    job.done.set_exception(StoreUnavailableError("relay stopped"))
-            self._queue = []
+    async def _commit_intakes(self, batch: list[_Intake]) -> list[None]:
+        await self._commit(batch)
+        return [None] * len(batch)
 
-    async def _run(self, batch: list[_Job]) -> None:
-        try:
-            await self._commit(batch)
-        except (sqlite3.OperationalError, sqlite3.DatabaseError) as error:
-            if isinstance(error, sqlite3.IntegrityError | sqlite3.ProgrammingError):
-                self._fail(batch, error)
-            else:
-                self._fail(batch, StoreUnavailableError(f"{type(error).__name__}: {error}"))
-            return
-        except asyncio.CancelledError:
-            self._fail(batch, StoreUnavailableError("cancelled"))
-            raise
-        except Exception as error:
-            if len(batch) == 1:
-                log.exception("alert relay: notification for receiver %r failed", _receiver(batch[0]))
-                self._fail(batch, error)
-                return
-            # Find the culprit: the others are committed one by one.
-            for job in batch:
-                await self._run([job])
-            return
-        for job in batch:
-            if not job.done.done():
-                job.done.set_result(None)
-
-    @staticmethod
-    def _fail(batch: list[_Job], error: BaseException) -> None:
-        for job in batch:
-            if not job.done.done():
-                job.done.set_exception(error)
-                # Retrieved here, so a caller that went away leaves no warning.
-                job.done.exception()
-
-    async def _commit(self, batch: list[_Job], dirty: set[int] | None = None) -> None:
+    async def _commit(self, batch: list[_Intake], dirty: set[int] | None = None) -> None:
         now = self._clock()
         async with self._db.transaction() as tx:
             work = _Batch(now=now)
@@ -356,15 +313,10 @@ class AlertRelay:
         """Events queued before the next one; read once per batch, when a decision needs it."""
         if work.ahead is None:
             # Inside our own transaction: what the sender recorded so far.
-            load = await self._outbox.send_load(self._last_send_seen, _MAX_SEND_TIMES, tx=tx)
-            self._observe(load.sent_at)
+            load = await self._outbox.send_load(self._budget.last_seen, _MAX_SEND_TIMES, tx=tx)
+            self._budget.observe_sent(load.sent_at)
             work.ahead = load.pending
         return work.ahead
-
-    def _observe(self, sent_at: list[float]) -> None:
-        if sent_at:
-            self._budget.observe(sent_at)
-            self._last_send_seen = max(self._last_send_seen, sent_at[-1])
 
     # -- one notification ---------------------------------------------------------
 
@@ -404,7 +356,7 @@ class AlertRelay:
             return Post(room_id, None, None, digest.id, work.now)
         mention = state.status == "firing" and self._renderer.should_mention(state)
         message = self._renderer.group(state, mention=mention, now=work.now)
-        content = _content(message, mention=mention)
+        content = mentioning_content(message, room=mention)
         outbox_id = await self._outbox.send_message(room_id, content, tx=tx)
         work.queued()
         work.posted += 1
@@ -419,12 +371,14 @@ class AlertRelay:
             # gets the new content itself (no edit, no thread line needed).
             mention = state.status == "firing" and self._renderer.should_mention(state)
             message = self._renderer.group(state, mention=mention, now=work.now)
-            content = _content(message, mention=mention)
+            content = mentioning_content(message, room=mention)
             queued = OutboxId(post.message_outbox_id)
             if await self._outbox.rewrite_pending(post.room_id, queued, content, tx=tx):
                 return
-        content = _content(self._renderer.group(state, now=work.now), mention=False)
-        edit_id = await self._outbox.edit(post.room_id, _ref(post.message), content, supersede=True, tx=tx)
+        content = mentioning_content(self._renderer.group(state, now=work.now), room=False)
+        edit_id = await self._outbox.edit(
+            post.room_id, stored_ref(post.message), content, supersede=True, tx=tx
+        )
         if edit_id not in work.edits:
             work.edits.add(edit_id)
             work.queued()
@@ -433,8 +387,8 @@ class AlertRelay:
         ahead = await self._ahead(work, tx)
         if storming(self._budget, ahead, work.now, self._settings.send_budget.max_delay_s):
             return  # the edit shows the change; a thread line would cost budget a storm needs
-        line = _content(self._renderer.thread_line(state, change), mention=False)
-        await self._outbox.send_message(post.room_id, line, thread_root=_ref(post.message), tx=tx)
+        line = mentioning_content(self._renderer.thread_line(state, change), room=False)
+        await self._outbox.send_message(post.room_id, line, thread_root=stored_ref(post.message), tx=tx)
         work.queued()
 
     # -- digests ------------------------------------------------------------------
@@ -484,14 +438,14 @@ class AlertRelay:
             # Firing groups first, then resolved; each in the order they joined.
             states.sort(key=lambda s: s.status != "firing")
             entries = {s.group_key: e for s in states if (e := self._entry(work, s.group_key)) is not None}
-            content = _content(self._renderer.digest(states, entries), mention=False)
+            content = mentioning_content(self._renderer.digest(states, entries), room=False)
             if digest.id > 0:
                 assert digest.message is not None
                 if digest.message_event_id is None and digest.message_outbox_id is not None:
                     queued = OutboxId(digest.message_outbox_id)
                     if await self._outbox.rewrite_pending(digest.room_id, queued, content, tx=tx):
                         continue
-                target = _ref(digest.message)
+                target = stored_ref(digest.message)
                 if await self._outbox.supersede_edit(digest.room_id, target, content, tx=tx) is not None:
                     continue
                 if work.now - self._digest_edited_at.get(digest.id, 0.0) < DIGEST_EDIT_INTERVAL_S:
@@ -609,23 +563,8 @@ class AlertRelay:
         return list(self._digests.values())
 
 
-def _ref(message: str | int | None) -> EventRef:
-    """A stored message reference as the outbox takes it."""
-    if message is None:
-        raise ValueError("no message to refer to")
-    return message if isinstance(message, str) else OutboxId(message)
-
-
-def _receiver(job: _Job) -> str:
-    return job.note.receiver if job.note is not None else "?"
-
-
-def _content(message: Message, *, mention: bool) -> dict[str, Any]:
-    content = message.content()
-    # Intentional mentions: only the room, and only when asked; an empty
-    # object also keeps clients from pinging on words in the alert text.
-    content["m.mentions"] = {"room": True} if mention else {}
-    return content
+def _receiver(intake: _Intake) -> str:
+    return intake.note.receiver if intake.note is not None else "?"
 
 
 def _group_row(state: GroupState) -> GroupRow:

@@ -24,12 +24,28 @@ class RateBudget:
         self.rate = per_minute / 60.0
         self._level = self.burst
         self._at = now
+        # The newest send time fed by ``observe_sent``: the ``since`` of the
+        # next ``Outbox.send_load``.
+        self.last_seen = 0.0
 
     def observe(self, sent_at: Iterable[float]) -> None:
         """Account for events sent at these times (oldest first; each after earlier observations)."""
         for moment in sent_at:
             self._level = max(0.0, self._refilled(moment) - 1.0)
             self._at = max(self._at, moment)
+
+    def observe_sent(self, sent_at: list[float]) -> None:
+        """Account for the outbox's send times (``Outbox.send_load(budget.last_seen, …)``), each once.
+
+        Only times after the last one seen count: send_load's times may come
+        back rounded (SQLite's JSON keeps 15 digits, ~10 µs at today's epoch),
+        and a rounded-down time is returned again by "settled_at > since";
+        observing it twice would spend a token the homeserver still has.
+        """
+        fresh = [t for t in sent_at if t > self.last_seen]
+        if fresh:
+            self.observe(fresh)
+            self.last_seen = fresh[-1]
 
     def tokens(self, now: float) -> float:
         return self._refilled(now)

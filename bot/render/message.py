@@ -36,6 +36,17 @@ class Message:
         return body
 
 
+def mentioning_content(message: Message, *, room: bool) -> dict[str, Any]:
+    """The message's content with intentional mentions: only the room, and only when asked.
+
+    An empty ``m.mentions`` also keeps clients from pinging on words in the
+    text (an alert's or an event's, which the bot does not control).
+    """
+    content = message.content()
+    content["m.mentions"] = {"room": True} if room else {}
+    return content
+
+
 def fit_lines(lines: list[str], budget: int = MAX_FIELD_BYTES, more: str = "… and {n} more") -> list[str]:
     """Keep leading lines within ``budget`` escaped bytes; say how many were left out."""
     kept: list[str] = []
