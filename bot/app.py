@@ -18,8 +18,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from bot import __version__
+from bot.catalog import enabled_features
 from bot.dispatcher import Dispatcher
-from bot.features import Authorizer, Extensions, FeatureContext, FeatureParts, PowerLookup, enabled_features
+from bot.extensions import Extensions
+from bot.features import FeatureContext, FeatureParts
 from bot.matrix.connection import NETWORK_ERRORS, HomeserverUnavailable, MatrixConnection, wait_or_stop
 from bot.matrix.device_trust import DeviceTrust
 from bot.matrix.identity import CrossSigningIdentity, HomeserverRefused
@@ -28,6 +30,7 @@ from bot.matrix.router import Router
 from bot.matrix.transport import NioTransport
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxSender
+from bot.permissions import Authorizer
 from bot.render.templates import Templates
 from bot.scheduling import build_scheduler
 from bot.schema import MIGRATIONS
@@ -97,9 +100,7 @@ class ReadyBot:
                 self.db, NioTransport(self.connection), self.settings.outbox, self.metrics, clock=self.clock
             )
             self.outbox = Outbox(self.db, clock=self.clock, on_enqueued=sender.wake)
-            power = PowerLookup()
-            power.bind(RoomPowerLookup(self.connection).power_facts)
-            authorizer = Authorizer(power)
+            authorizer = Authorizer(RoomPowerLookup(self.connection).power_facts)
             extensions = Extensions()
             templates = Templates()
             scheduler = build_scheduler(handled, self.clock)
@@ -164,8 +165,10 @@ class ReadyBot:
                 group.create_task(self._matrix(stop), name="matrix")
                 group.create_task(sender.run(sender_stop), name="outbox-sender")
                 group.create_task(self._shutdown_when(stop, sender_stop), name="shutdown")
-                for index, task in enumerate(parts.root_tasks):
-                    group.create_task(task(stop), name=f"feature-task-{index}")
+                for task in parts.root_tasks:
+                    # Named after the feature's coroutine (``AlertRelay.run_maintenance``),
+                    # so a crash says which part died.
+                    group.create_task(task(stop), name=task.__qualname__)
             log.info("stopped")
 
     async def _matrix(self, stop: asyncio.Event) -> None:

@@ -18,7 +18,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -32,12 +31,10 @@ from pydantic import (
     model_validator,
 )
 
-from bot.errors import ConfigError
 from config.cron import parse_cron
 from config.durations import Duration
-
-# Reused so the plan file refuses repeated keys exactly like the settings file does.
-from config.loading import _StrictLoader
+from config.errors import ConfigError
+from config.yaml import YamlProblem, load_strict_yaml
 
 SHIPPED_PLAN = Path(__file__).resolve().parent / "readiness.yaml"
 
@@ -611,14 +608,9 @@ def load_plan(path: Path) -> Plan:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError([f"{where}: cannot read it ({type(error).__name__})"]) from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        what = "duplicate key" if error.problem == "duplicate key" else "not valid YAML"
-        at = "" if mark is None else f" (line {mark.line + 1}, column {mark.column + 1})"
-        raise ConfigError([f"{where}: {what}{at}"]) from None
-    except yaml.YAMLError:
-        raise ConfigError([f"{where}: not valid YAML"]) from None
+        data = load_strict_yaml(text)
+    except YamlProblem as problem:
+        raise ConfigError([f"{where}: {problem.what}{problem.at}"]) from None
     if not isinstance(data, dict):
         raise ConfigError([f"{where}: the top level must be a mapping (version, categories, phases)"])
     try:

@@ -9,8 +9,8 @@ from typing import Protocol
 from bot.alerting.matchers import Matcher, MatchType
 from bot.alerting.silences import SilenceService
 from bot.errors import OutcomeUnknown, UserError
-from bot.features import Authorizer
 from bot.outbox import EventRef, Outbox
+from bot.permissions import Authorizer
 from bot.render.message import Message
 from bot.render.templates import Templates
 from bot.store.audit import AuditRepo

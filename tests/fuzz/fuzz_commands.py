@@ -34,10 +34,11 @@ from bot.alerting.models import Alert, Silence
 from bot.alerting.silences import SilenceService
 from bot.deadman import DeadmansSwitch
 from bot.dispatcher import Dispatcher, IncomingCommand
+from bot.extensions import Extensions
 from bot.falco.relay import FalcoRelay
-from bot.features import Authorizer, Extensions, PowerLookup
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxKind
+from bot.permissions import Authorizer
 from bot.readiness.probes import ProbeEnv
 from bot.readiness.service import ReadinessService
 from bot.relays.render_falco import FalcoRenderer
@@ -269,7 +270,7 @@ async def _open_stack() -> _Stack:
         metrics=Metrics(),
         clock=db.clock,
         version="fuzz",
-        authorizer=Authorizer(PowerLookup()),
+        authorizer=Authorizer(),
         extensions=extensions,
     )
     return _Stack(directory, db, Dispatcher(services))

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
+from bot.catalog import enabled_features
 from bot.errors import ConfigError
-from bot.features import enabled_features
 from config.approvals import ApprovalsSettings, application_name
 from config.loading import load_settings
 

@@ -993,8 +993,8 @@ def test_templates_can_be_overridden_and_a_broken_one_fails_the_self_check(tmp_p
 
 def test_the_feature_is_built_only_when_enabled() -> None:
     """falco.enabled adds the Falco feature; off, it is absent (and !falco says so)."""
+    from bot.catalog import enabled_features
     from bot.falco.feature import falco_feature
-    from bot.features import enabled_features
     from config.settings import Settings
 
     base = {"matrix": {"homeserver": "https://m.example.org", "user_id": "@b:example.org", "password": "p"}}

@@ -8,7 +8,7 @@ from typing import Any, cast
 import pytest
 
 from bot.errors import UserError
-from bot.features import Extensions
+from bot.extensions import Extensions
 from bot.services import CommandContext, Services
 from commands import load_all
 from commands.registry import registry

@@ -12,10 +12,13 @@ from typing import Any
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.catalog import enabled_features
 from bot.errors import ConfigError
-from bot.features import Authorizer, Extensions, FeatureContext, PowerLookup, enabled_features
+from bot.extensions import Extensions
+from bot.features import FeatureContext
 from bot.metrics import Metrics
 from bot.outbox import Outbox
+from bot.permissions import Authorizer
 from bot.readiness.feature import DIGEST_JOB_ID, readiness_feature
 from bot.readiness.service import ReadinessService
 from bot.render.templates import Templates
@@ -59,7 +62,7 @@ def context(db: Database, config: Settings) -> FeatureContext:
         metrics=Metrics(),
         templates=Templates(),
         scheduler=AsyncIOScheduler(timezone="UTC"),
-        authorizer=Authorizer(PowerLookup()),
+        authorizer=Authorizer(),
         extensions=Extensions(),
         clock=time.time,
         bot_user_id="@bot:example.org",

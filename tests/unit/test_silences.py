@@ -20,8 +20,8 @@ from bot.alerting.models import Alert, AlertmanagerNoAnswer, AlertmanagerRejecte
 from bot.alerting.reaction import SilenceReactionHandler, group_matchers, is_silence_key
 from bot.alerting.silences import OutcomeUnknown, SilenceService
 from bot.errors import UserError
-from bot.features import Authorizer, PowerLookup
 from bot.outbox import Outbox
+from bot.permissions import Authorizer
 from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
 from bot.store.audit import AuditRepo
@@ -141,7 +141,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         thread_root=lambda group: getattr(group, "thread_root", None),
         outbox=Outbox(db, clock=lambda: T0),
         templates=Templates(),
-        authorizer=Authorizer(PowerLookup()),
+        authorizer=Authorizer(),
         permissions=PermissionsSettings.model_validate({"commands": {"silence": {"users": [ALICE]}}}),
         handled=HandledEvents(db),
         audit=AuditRepo(db),

@@ -22,8 +22,10 @@ import pytest
 import yaml
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.catalog import enabled_features
 from bot.errors import ConfigError
-from bot.features import Extensions, FeatureContext, enabled_features
+from bot.extensions import Extensions
+from bot.features import FeatureContext
 from bot.kube.client import KubeApi
 from bot.kube.watch import WatchStatus
 from bot.outbox import Outbox
