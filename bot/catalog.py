@@ -36,12 +36,12 @@ def enabled_features(settings: Settings) -> list[FeatureFactory]:
 
         features.append(approvals_feature)
     # Before the Alertmanager relay, which finds the dead-man's switch in the extensions.
-    from bot.deadman_feature import deadman_feature
+    from bot.deadman.feature import deadman_feature
 
     features.append(deadman_feature)
     if settings.alertmanager.enabled:
         # After the dead-man's switch, which it hands the Watchdog heartbeats.
-        from bot.alerting.feature import alerting_feature
+        from bot.alertmanager.feature import alerting_feature
 
         features.append(alerting_feature)
     if settings.falco.enabled:

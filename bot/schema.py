@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.alertmanager.store import migrate_alert_groups
+from bot.deadman.store import migrate_heartbeats
 from bot.outbox.media import migrate_outbox_media
-from bot.store.alert_groups import migrate_alert_groups
 from bot.store.approvals import migrate_approvals
 from bot.store.falco import migrate_falco
-from bot.store.heartbeats import migrate_heartbeats
 from bot.store.migrations import Migration, v1_initial, v9_audit_sender_device
 from bot.store.readiness import migrate_readiness
 from bot.store.velero import migrate_velero

@@ -8,8 +8,8 @@ import importlib
 _MODULES = (
     "commands.help",
     "commands.ping",
-    "commands.alerts",
-    "commands.watchdog",
+    "commands.alertmanager",
+    "commands.deadman",
     "commands.sync",
     "commands.backups",
     "commands.falco",

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from config.alerting import AlertmanagerSettings
+from config.alertmanager import AlertmanagerSettings
 from config.approvals import ApprovalsSettings
 
 # PermissionRule lives in config.base so section modules (approvals) can use it

@@ -87,7 +87,7 @@ def run(
 async def _probe(settings: Settings, plan: Plan, kube: KubeApi | None) -> Report:
     readiness = settings.readiness
     alertmanager_url = readiness.alertmanager_url or settings.alertmanager.api_url
-    from bot.alerting.api import AlertmanagerApi
+    from bot.alertmanager.api import AlertmanagerApi
     from bot.readiness.feature import gated_applications
 
     def environment() -> ProbeEnv:

@@ -12,8 +12,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from bot.alerting.api import AlertmanagerApi
-from bot.deadman import DeadmansSwitch
+from bot.alertmanager.api import AlertmanagerApi
+from bot.deadman.switch import DeadmansSwitch
 from bot.features import FeatureContext, FeatureParts
 from bot.readiness.probes import ProbeEnv
 from bot.readiness.prometheus import PrometheusApi

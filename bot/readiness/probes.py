@@ -25,7 +25,7 @@ from bot.readiness.results import Mark, ProbeResult, all_of, any_of
 from config.readiness_model import AllProbe, AnyProbe, ManualProbe, Plan, Probe
 
 if TYPE_CHECKING:
-    from bot.alerting.api import AlertmanagerApi
+    from bot.alertmanager.api import AlertmanagerApi
     from bot.kube.client import KubeApi
     from bot.readiness.prometheus import PrometheusApi
     from bot.readiness.self_probes import WatchdogSource

@@ -11,13 +11,13 @@ from config.durations import format_duration
 from config.readiness_model import Probe, ReadybotProbe
 
 if TYPE_CHECKING:
-    from bot.deadman import SourceView
+    from bot.deadman.switch import SourceView
     from bot.readiness.probes import ProbeEnv
     from config.deadman import DeadmanSettings
 
 
 class WatchdogSource(Protocol):
-    """What ``bot.deadman.DeadmansSwitch`` offers: its settings and each source's state."""
+    """What ``bot.deadman.switch.DeadmansSwitch`` offers: its settings and each source's state."""
 
     settings: DeadmanSettings
 

@@ -29,10 +29,10 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from bot.alerting.matchers import Matcher, MatchType
-from bot.alerting.models import Alert, Silence
-from bot.alerting.silences import SilenceService
-from bot.deadman import DeadmansSwitch
+from bot.alertmanager.matchers import Matcher, MatchType
+from bot.alertmanager.models import Alert, Silence
+from bot.alertmanager.silences import SilenceService
+from bot.deadman.switch import DeadmansSwitch
 from bot.dispatcher import Dispatcher, IncomingCommand
 from bot.extensions import Extensions
 from bot.falco.relay import FalcoRelay

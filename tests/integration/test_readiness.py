@@ -21,8 +21,8 @@ from nio.crypto import decrypt_attachment
 from PIL import Image
 from pydantic import TypeAdapter
 
-from bot.alerting.api import AlertmanagerApi
-from bot.deadman import DeadmansSwitch
+from bot.alertmanager.api import AlertmanagerApi
+from bot.deadman.switch import DeadmansSwitch
 from bot.demo.synapse import SynapseServer, free_port
 from bot.outbox import Outbox
 from bot.readiness.engine import Scorecard

@@ -19,13 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-import bot.alerting.relay as relay_module
+import bot.alertmanager.relay as relay_module
 import bot.render.templates
-from bot.alerting.relay import DIGEST_EDIT_INTERVAL_S, AlertRelay
-from bot.metrics import Metrics
-from bot.outbox import Outbox, OutboxKind, build_event
-from bot.outbox.budget import RateBudget
-from bot.relays.alertmanager import (
+from bot.alertmanager.groups import (
     AlertState,
     GroupState,
     Notification,
@@ -34,16 +30,20 @@ from bot.relays.alertmanager import (
     route,
     storming,
 )
-from bot.relays.render_alerts import AlertRenderer, silence_url
+from bot.alertmanager.relay import DIGEST_EDIT_INTERVAL_S, AlertRelay
+from bot.alertmanager.render import AlertRenderer, silence_url
+from bot.alertmanager.store import AlertGroupRepo
+from bot.alertmanager.webhook import alertmanager_handler, parse_payload
+from bot.metrics import Metrics
+from bot.outbox import Outbox, OutboxKind, build_event
+from bot.outbox.budget import RateBudget
 from bot.render.message import MATRIX_EVENT_LIMIT
 from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
 from bot.store import Database
-from bot.store.alert_groups import AlertGroupRepo
-from bot.webhooks.alertmanager import alertmanager_handler, parse_payload
 from bot.webhooks.common import PayloadError
 from bot.webhooks.server import Health, build_http_app
-from config.alerting import AlertmanagerSettings, AlertRoute
+from config.alertmanager import AlertmanagerSettings, AlertRoute
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "payloads" / "alertmanager"
 ROOM = "!alerts:example.org"
@@ -588,7 +588,7 @@ async def test_one_bad_notification_does_not_fail_the_batch(
 ) -> None:
     """A notification whose handling raises fails alone; the others in its batch are committed."""
     r = open_relay
-    from bot.alerting import relay as relay_module
+    from bot.alertmanager import relay as relay_module
 
     real_merge = relay_module.merge
 
@@ -856,7 +856,7 @@ def group_of(*alerts: dict[str, Any], annotations: Mapping[str, str] | None = No
     if annotations is not None:
         body["commonAnnotations"] = dict(annotations)
     parsed = parse_payload(json.dumps(body).encode())
-    from bot.alerting.relay import notification_of
+    from bot.alertmanager.relay import notification_of
 
     state, _ = merge(None, notification_of(parsed, parsed.alerts), 1_000.0)
     return state

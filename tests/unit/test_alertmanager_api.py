@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.alerting.api import AlertmanagerApi, AlertmanagerNoAnswer, AlertmanagerUnreachable
-from bot.alerting.matchers import Matcher
+from bot.alertmanager.api import AlertmanagerApi, AlertmanagerNoAnswer, AlertmanagerUnreachable
+from bot.alertmanager.matchers import Matcher
 from bot.demo.synapse import free_port
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bot.deadman import DeadmanMetrics, DeadmansSwitch, SecondaryChannelError, SourceState, evaluate
+from bot.deadman.store import HeartbeatRepo, NoticeRepo, NoticeState
+from bot.deadman.switch import DeadmanMetrics, DeadmansSwitch, SecondaryChannelError, SourceState, evaluate
 from bot.outbox import Outbox
 from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
 from bot.store.database import Database
-from bot.store.heartbeats import HeartbeatRepo, NoticeRepo, NoticeState
 from config.deadman import DeadmanSettings
 
 ROOM = "!alerts:example.org"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.alerting.matchers import (
+from bot.alertmanager.matchers import (
     Matcher,
     MatchType,
     check_not_match_all,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from bot.deadman import DeadmansSwitch
+from bot.deadman.switch import DeadmansSwitch
 from bot.outbox import Outbox
 from bot.readiness.engine import CriterionResult, score
 from bot.readiness.probes import ProbeEnv, run_plan, run_probe

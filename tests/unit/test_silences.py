@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.alerting.matchers import Matcher, MatchType
-from bot.alerting.models import Alert, AlertmanagerNoAnswer, AlertmanagerRejected, Silence
-from bot.alerting.reaction import SilenceReactionHandler, group_matchers, is_silence_key
-from bot.alerting.silences import OutcomeUnknown, SilenceService
+from bot.alertmanager.matchers import Matcher, MatchType
+from bot.alertmanager.models import Alert, AlertmanagerNoAnswer, AlertmanagerRejected, Silence
+from bot.alertmanager.reaction import SilenceReactionHandler, group_matchers, is_silence_key
+from bot.alertmanager.silences import OutcomeUnknown, SilenceService
 from bot.errors import UserError
 from bot.outbox import Outbox
 from bot.permissions import Authorizer

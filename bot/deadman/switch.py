@@ -30,10 +30,7 @@ from typing import Protocol
 import aiosqlite
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from bot.outbox import Outbox
-from bot.render.templates import Templates
-from bot.store.database import Database
-from bot.store.heartbeats import (
+from bot.deadman.store import (
     HeartbeatRepo,
     Notice,
     NoticeKind,
@@ -42,6 +39,9 @@ from bot.store.heartbeats import (
     SourceRecord,
     SourceState,
 )
+from bot.outbox import Outbox
+from bot.render.templates import Templates
+from bot.store.database import Database
 from config.deadman import DeadmanSettings
 from config.durations import format_duration
 
@@ -69,7 +69,7 @@ class SecondaryChannelError(Exception):
 
 
 class SecondaryChannel(Protocol):
-    """The non-Matrix way out (an ntfy-style HTTP POST); see ``bot.alerting.notify``."""
+    """The non-Matrix way out (an ntfy-style HTTP POST); see ``bot.deadman.channels``."""
 
     async def send(self, title: str, body: str, *, urgent: bool) -> None:
         """Deliver one notice or raise ``SecondaryChannelError``."""

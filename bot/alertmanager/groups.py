@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from bot.outbox.budget import RateBudget
-from config.alerting import AlertRoute
+from config.alertmanager import AlertRoute
 
 AlertStatus = Literal["firing", "resolved"]
 

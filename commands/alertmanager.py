@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.alerting.matchers import format_matchers, parse_matchers, parse_silence
-from bot.alerting.models import Alert, Silence
-from bot.alerting.silences import SilenceService
+from bot.alertmanager.matchers import format_matchers, parse_matchers, parse_silence
+from bot.alertmanager.models import Alert, Silence
+from bot.alertmanager.silences import SilenceService
 from bot.errors import UserError
 from bot.render.message import Message, fit_lines
 from bot.services import CommandContext

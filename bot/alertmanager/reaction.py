@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from bot.alerting.matchers import Matcher, MatchType
-from bot.alerting.silences import SilenceService
+from bot.alertmanager.matchers import Matcher, MatchType
+from bot.alertmanager.silences import SilenceService
 from bot.errors import OutcomeUnknown, UserError
 from bot.outbox import EventRef, Outbox
 from bot.permissions import Authorizer

@@ -47,7 +47,7 @@ async def migrate_alert_groups(conn: aiosqlite.Connection) -> None:
             group_labels TEXT NOT NULL,
             common_labels TEXT NOT NULL,
             external_url TEXT NOT NULL,
-            -- JSON owned by bot.relays.alertmanager: alerts, annotations.
+            -- JSON owned by bot.alertmanager.groups: alerts, annotations.
             state TEXT NOT NULL,
             first_seen REAL NOT NULL,
             updated_at REAL NOT NULL,

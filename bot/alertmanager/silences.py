@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from bot.alerting.matchers import Matcher, format_matchers
-from bot.alerting.models import Alert, AlertmanagerNoAnswer, Silence
+from bot.alertmanager.matchers import Matcher, format_matchers
+from bot.alertmanager.models import Alert, AlertmanagerNoAnswer, Silence
 from bot.errors import OutcomeUnknown, UserError
 from bot.store.audit import AuditRepo
 from config.durations import format_duration
@@ -28,7 +28,7 @@ _LIVE_STATES = ("active", "pending")
 
 
 class AlertmanagerClient(Protocol):
-    """What this service needs of ``bot.alerting.api.AlertmanagerApi``."""
+    """What this service needs of ``bot.alertmanager.api.AlertmanagerApi``."""
 
     async def alerts(
         self,

@@ -8,13 +8,13 @@ the Watchdog heartbeats the relay takes out of each notification. Puts the
 
 from __future__ import annotations
 
-from bot.alerting.relay import AlertRelay, RelayMetrics
-from bot.deadman import DeadmansSwitch
+from bot.alertmanager.relay import AlertRelay, RelayMetrics
+from bot.alertmanager.render import AlertRenderer
+from bot.alertmanager.store import AlertGroupRepo
+from bot.alertmanager.webhook import alertmanager_handler
+from bot.deadman.switch import DeadmansSwitch
 from bot.features import FeatureContext, FeatureParts
-from bot.relays.render_alerts import AlertRenderer
 from bot.render.templates import Templates
-from bot.store.alert_groups import AlertGroupRepo
-from bot.webhooks.alertmanager import alertmanager_handler
 
 HOOK_NAME = "alertmanager"
 

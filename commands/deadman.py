@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.deadman import DeadmansSwitch, SourceState, SourceView
+from bot.deadman.switch import DeadmansSwitch, SourceState, SourceView
 from bot.errors import StoreUnavailableError, UserError
 from bot.render.message import Message
 from bot.services import CommandContext

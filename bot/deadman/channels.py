@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from bot.deadman import SecondaryChannelError
+from bot.deadman.switch import SecondaryChannelError
 from config.deadman import SecondaryChannelSettings, SelfPingSettings
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def _describe(exc: BaseException) -> str:
 
 
 class HttpNoticeChannel:
-    """The second channel of the dead-man's switch (implements ``bot.deadman.SecondaryChannel``)."""
+    """The second channel of the dead-man's switch (implements ``bot.deadman.switch.SecondaryChannel``)."""
 
     def __init__(self, settings: SecondaryChannelSettings) -> None:
         if settings.url is None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from bot.alerting.api import AlertmanagerApi
-from bot.alerting.notify import HttpNoticeChannel, SelfPing
-from bot.alerting.reaction import AlertGroupLookup, AlertGroupView, SilenceReactionHandler
-from bot.alerting.silences import SilenceService
-from bot.deadman import DeadmanMetrics, DeadmansSwitch
+from bot.alertmanager.api import AlertmanagerApi
+from bot.alertmanager.reaction import AlertGroupLookup, AlertGroupView, SilenceReactionHandler
+from bot.alertmanager.silences import SilenceService
+from bot.alertmanager.store import AlertGroupRepo
+from bot.deadman.channels import HttpNoticeChannel, SelfPing
+from bot.deadman.switch import DeadmanMetrics, DeadmansSwitch
 from bot.features import FeatureContext, FeatureParts
 from bot.outbox import EventRef
-from bot.store.alert_groups import AlertGroupRepo
 from bot.store.handled import HandledEvents
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ async def deadman_feature(ctx: FeatureContext) -> FeatureParts:
         rooms=rooms,
         clock=ctx.clock,
         # Webhooks are served from just after the features are built: the
-        # switch counts silence from here (see bot.deadman, restart rule).
+        # switch counts silence from here (see bot.deadman.switch, restart rule).
         started_at=ctx.clock(),
         channel=channel,
         metrics=DeadmanMetrics(ctx.metrics.registry),

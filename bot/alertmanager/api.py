@@ -19,8 +19,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from bot.alerting.matchers import Matcher
-from bot.alerting.models import (
+from bot.alertmanager.matchers import Matcher
+from bot.alertmanager.models import (
     Alert,
     AlertmanagerNoAnswer,
     AlertmanagerRejected,

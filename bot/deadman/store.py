@@ -1,6 +1,6 @@
 """Heartbeat sources of the dead-man's switch, and its notices for the second channel.
 
-Only SQL lives here; the rules are in ``bot.deadman``. The up/down changes
+Only SQL lives here; the rules are in ``bot.deadman.switch``. The up/down changes
 are compare-and-set on ``state``, so however many checks or heartbeats race,
 an outage is declared (and alarmed) once and recovered once.
 """

@@ -1,6 +1,6 @@
 """Alert groups as room messages: views for the templates, and the size rules.
 
-Templates (overridable, see ``config.alerting.AlertmanagerSettings.templates_dir``):
+Templates (overridable, see ``config.alertmanager.AlertmanagerSettings.templates_dir``):
 
 - ``alert_group``: one group's own message (severity at a glance, summary,
   description, the labels that tell alerts apart, links);
@@ -25,10 +25,10 @@ from urllib.parse import quote, urlsplit
 
 from markupsafe import Markup
 
-from bot.relays.alertmanager import AlertState, GroupChange, GroupState
+from bot.alertmanager.groups import AlertState, GroupChange, GroupState
 from bot.render.message import MAX_FIELD_BYTES, Message, escaped_size
 from bot.render.templates import Templates
-from config.alerting import AlertmanagerSettings
+from config.alertmanager import AlertmanagerSettings
 
 # Room left in a field for the digest's header and footer.
 DIGEST_HEADER_BYTES = 600

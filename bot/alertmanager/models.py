@@ -1,6 +1,6 @@
 """What Alertmanager's API returns, and its errors, without the HTTP client.
 
-Kept apart from ``bot.alerting.api`` so commands can use these types without
+Kept apart from ``bot.alertmanager.api`` so commands can use these types without
 importing aiohttp.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.alerting.matchers import Matcher
+from bot.alertmanager.matchers import Matcher
 from bot.errors import UserError
 
 

@@ -37,12 +37,7 @@ from typing import Protocol
 import aiosqlite
 from prometheus_client import CollectorRegistry, Counter
 
-from bot.errors import StoreUnavailableError
-from bot.outbox import Outbox, OutboxId
-from bot.outbox.batching import GroupCommit
-from bot.outbox.budget import RateBudget
-from bot.outbox.events import stored_ref
-from bot.relays.alertmanager import (
+from bot.alertmanager.groups import (
     AlertState,
     DigestState,
     GroupChange,
@@ -54,12 +49,17 @@ from bot.relays.alertmanager import (
     route,
     storming,
 )
-from bot.relays.render_alerts import AlertRenderer, DigestEntry
+from bot.alertmanager.render import AlertRenderer, DigestEntry
+from bot.alertmanager.store import AlertGroupRepo, GroupRow, LoadedAlertState, PostRow
+from bot.alertmanager.webhook import WebhookAlert, WebhookPayload, split_heartbeats
+from bot.errors import StoreUnavailableError
+from bot.outbox import Outbox, OutboxId
+from bot.outbox.batching import GroupCommit
+from bot.outbox.budget import RateBudget
+from bot.outbox.events import stored_ref
 from bot.render.message import mentioning_content
-from bot.store.alert_groups import AlertGroupRepo, GroupRow, LoadedAlertState, PostRow
 from bot.store.database import Database
-from bot.webhooks.alertmanager import WebhookAlert, WebhookPayload, split_heartbeats
-from config.alerting import AlertmanagerSettings
+from config.alertmanager import AlertmanagerSettings
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ _MAX_SEND_TIMES = 1_000
 
 
 class HeartbeatSink(Protocol):
-    """The dead-man's switch as the relay uses it (``bot.deadman.DeadmansSwitch``)."""
+    """The dead-man's switch as the relay uses it (``bot.deadman.switch.DeadmansSwitch``)."""
 
     def is_heartbeat(self, labels: Mapping[str, str]) -> bool: ...
 
@@ -182,7 +182,7 @@ class _Batch:
 
 
 class AlertRelay:
-    """Implements ``bot.webhooks.alertmanager.AlertIntake``."""
+    """Implements ``bot.alertmanager.webhook.AlertIntake``."""
 
     def __init__(
         self,
