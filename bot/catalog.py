@@ -35,15 +35,16 @@ def enabled_features(settings: Settings) -> list[FeatureFactory]:
         from bot.approvals.feature import approvals_feature
 
         features.append(approvals_feature)
-    # Before the Alertmanager relay, which finds the dead-man's switch in the extensions.
+    # Before the Alertmanager feature, which finds the dead-man's switch in the extensions.
     from bot.deadman.feature import deadman_feature
 
     features.append(deadman_feature)
-    if settings.alertmanager.enabled:
-        # After the dead-man's switch, which it hands the Watchdog heartbeats.
-        from bot.alertmanager.feature import alerting_feature
+    if settings.alertmanager.enabled or settings.alertmanager.api_url is not None:
+        # After the dead-man's switch, which it hands the Watchdog heartbeats
+        # (the relay) and asks what a heartbeat is (silences).
+        from bot.alertmanager.feature import alertmanager_feature
 
-        features.append(alerting_feature)
+        features.append(alertmanager_feature)
     if settings.falco.enabled:
         # Depends on no other feature.
         from bot.falco.feature import falco_feature

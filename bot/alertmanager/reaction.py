@@ -35,6 +35,11 @@ class AlertGroupView(Protocol):
     @property
     def common_labels(self) -> Mapping[str, str]: ...
 
+    @property
+    def thread_root(self) -> str:
+        """The group's own message: the root of its thread."""
+        ...
+
 
 class AlertGroupLookup(Protocol):
     async def find_by_message(self, room_id: str, event_id: str) -> AlertGroupView | None: ...

@@ -30,9 +30,8 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import aiosqlite
 from prometheus_client import CollectorRegistry, Counter
@@ -49,10 +48,11 @@ from bot.alertmanager.groups import (
     route,
     storming,
 )
+from bot.alertmanager.payload import WebhookAlert, WebhookPayload, split_heartbeats
 from bot.alertmanager.render import AlertRenderer, DigestEntry
 from bot.alertmanager.store import AlertGroupRepo, GroupRow, LoadedAlertState, PostRow
-from bot.alertmanager.webhook import WebhookAlert, WebhookPayload, split_heartbeats
 from bot.errors import StoreUnavailableError
+from bot.heartbeats import HeartbeatSink, WatchdogFilter
 from bot.outbox import Outbox, OutboxId
 from bot.outbox.batching import GroupCommit
 from bot.outbox.budget import RateBudget
@@ -76,29 +76,6 @@ _FLUSH_TICK_S = 0.25
 # Send times older than this cannot matter to a bucket that refills in
 # burst / rate seconds; twice that is read at start-up.
 _MAX_SEND_TIMES = 1_000
-
-
-class HeartbeatSink(Protocol):
-    """The dead-man's switch as the relay uses it (``bot.deadman.switch.DeadmansSwitch``)."""
-
-    def is_heartbeat(self, labels: Mapping[str, str]) -> bool: ...
-
-    def source_of(self, external_url: str, common_labels: Mapping[str, str]) -> str: ...
-
-    async def heartbeat(self, source: str, *, tx: aiosqlite.Connection | None = None) -> None: ...
-
-
-class WatchdogFilter:
-    """Without a dead-man's switch: Watchdog alerts are still never posted, and beats go nowhere."""
-
-    def is_heartbeat(self, labels: Mapping[str, str]) -> bool:
-        return labels.get("alertname") == "Watchdog"
-
-    def source_of(self, external_url: str, common_labels: Mapping[str, str]) -> str:
-        return external_url
-
-    async def heartbeat(self, source: str, *, tx: aiosqlite.Connection | None = None) -> None:
-        return None
 
 
 class RelayMetrics:

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 from markupsafe import Markup
 
 from bot.alertmanager.groups import AlertState, GroupChange, GroupState
-from bot.render.message import MAX_FIELD_BYTES, Message, escaped_size
+from bot.render.message import MAX_FIELD_BYTES, Message, clip, escaped_size
 from bot.render.templates import Templates
 from config.alertmanager import AlertmanagerSettings
 
@@ -53,20 +53,6 @@ _SEVERITY_LOOK: dict[str, tuple[str, str]] = {
 }
 _UNKNOWN_LOOK = ("⚪", "#9b9b9b")
 RESOLVED_LOOK = ("✅", "#2e7d32")
-
-
-def clip(text: str, max_bytes: int) -> str:
-    """``text`` cut (with "…") to at most ``max_bytes`` escaped bytes."""
-    if escaped_size(text) <= max_bytes:
-        return text
-    low, high = 0, len(text)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if escaped_size(text[:middle] + "…") <= max_bytes:
-            low = middle
-        else:
-            high = middle - 1
-    return text[:low] + "…"
 
 
 def safe_url(url: str | None) -> str | None:

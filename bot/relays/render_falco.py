@@ -20,10 +20,9 @@ from typing import Any
 
 from markupsafe import Markup
 
-from bot.alertmanager.render import clip
 from bot.relays.falco import FalcoEvent
 from bot.relays.falco_state import Aggregate, Digest, Mute
-from bot.render.message import MAX_FIELD_BYTES, Message, escaped_size, fit_lines
+from bot.render.message import MAX_FIELD_BYTES, Message, clip, escaped_size, fit_lines
 from bot.render.templates import Templates
 from config.durations import format_duration
 from config.falco import PRIORITIES, priority_rank
