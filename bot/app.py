@@ -22,6 +22,7 @@ from bot.catalog import enabled_features
 from bot.dispatcher import Dispatcher
 from bot.extensions import Extensions
 from bot.features import FeatureContext, FeatureParts
+from bot.http.server import Health, HookHandler, build_http_app
 from bot.matrix.connection import NETWORK_ERRORS, HomeserverUnavailable, MatrixConnection, wait_or_stop
 from bot.matrix.device_trust import DeviceTrust
 from bot.matrix.identity import CrossSigningIdentity, HomeserverRefused
@@ -39,7 +40,6 @@ from bot.store.audit import AuditRepo
 from bot.store.database import Database
 from bot.store.handled import HandledEvents
 from bot.store.kv import KeyValueRepo
-from bot.webhooks.server import Health, HookHandler, build_http_app
 from commands import load_all
 from commands.registry import CommandRegistry, registry
 from config.settings import Settings

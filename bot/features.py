@@ -22,6 +22,7 @@ from bot.permissions import Authorizer
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+    from bot.http.server import HookHandler
     from bot.matrix.router import ReactionHandler, RedactionHandler
     from bot.metrics import Metrics
     from bot.outbox import Outbox
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from bot.store.audit import AuditRepo
     from bot.store.database import Database
     from bot.store.kv import KeyValueRepo
-    from bot.webhooks.server import HookHandler
     from config.settings import Settings
 
 RootTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]

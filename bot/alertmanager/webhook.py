@@ -10,7 +10,7 @@ final. So the answers are:
 - 503 when the store cannot keep it now (disk full, database locked): the
   retry may succeed. Nothing is half-written: one transaction or none.
 
-The bearer token itself is checked by ``bot.webhooks.server`` before this
+The bearer token itself is checked by ``bot.http.server`` before this
 handler runs; it tells us the token's scope (``TOKEN_SCOPE``).
 """
 
@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from bot.alertmanager.payload import WebhookPayload
-from bot.webhooks.common import (
+from bot.http.common import (
     PayloadError,
     StoreUnavailableError,
     decode_json_object,
@@ -31,7 +31,7 @@ from bot.webhooks.common import (
     problem,
     read_json_body,
 )
-from bot.webhooks.server import TOKEN_SCOPE, HookHandler
+from bot.http.server import TOKEN_SCOPE, HookHandler
 
 __all__ = ["AlertIntake", "alertmanager_handler", "parse_payload"]
 

@@ -18,7 +18,7 @@ in place during a transaction; if it fails, memory is reloaded from the
 store (the source of truth) before anything else runs.
 
 **Budget.** Only a new kind of event is posted at once, and only if the
-send budget allows its tier (``bot.relays.falco.Spending``); otherwise it
+send budget allows its tier (``bot.falco.events.Spending``); otherwise it
 becomes a line in the room's digest. Everything else (updated counts, the
 digest) is left dirty and brought up to date by ``tick`` (the ``run`` root
 task), again only as far as the budget allows, most important first. So the
@@ -38,16 +38,16 @@ import aiosqlite
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from bot.errors import StoreUnavailableError
+from bot.falco.events import FalcoEvent, Outcome, Spending, classify
+from bot.falco.render import FalcoRenderer
+from bot.falco.state import Aggregate, Digest, Dirty, FalcoState, Flush, Mute
+from bot.falco.store import FalcoRepo, FalcoWrite, MessageRecord, MuteRecord
 from bot.outbox import Outbox
 from bot.outbox.batching import GroupCommit
 from bot.outbox.budget import RateBudget
 from bot.outbox.events import stored_ref
-from bot.relays.falco import FalcoEvent, Outcome, Spending, classify
-from bot.relays.falco_state import Aggregate, Digest, Dirty, FalcoState, Flush, Mute
-from bot.relays.render_falco import FalcoRenderer
 from bot.render.message import Message, mentioning_content
 from bot.store.database import Database
-from bot.store.falco import FalcoRepo, FalcoWrite, MessageRecord, MuteRecord
 from config.falco import FalcoSettings
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class FalcoMetrics:
 
 
 class FalcoRelay:
-    """Implements ``bot.webhooks.falco.FalcoIntake``, and the mutes behind ``!falco``."""
+    """Implements ``bot.falco.webhook.FalcoIntake``, and the mutes behind ``!falco``."""
 
     def __init__(
         self,

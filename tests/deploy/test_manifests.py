@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from bot.http.server import Health, build_http_app
 from bot.metrics import Metrics
-from bot.webhooks.server import Health, build_http_app
 from tests.deploy.helpers import (
     BASE,
     DEPLOY,

@@ -36,18 +36,18 @@ from bot.deadman.switch import DeadmansSwitch
 from bot.dispatcher import Dispatcher, IncomingCommand
 from bot.extensions import Extensions
 from bot.falco.relay import FalcoRelay
+from bot.falco.render import FalcoRenderer
+from bot.falco.store import FalcoRepo
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxKind
 from bot.permissions import Authorizer
 from bot.readiness.probes import ProbeEnv
 from bot.readiness.service import ReadinessService
-from bot.relays.render_falco import FalcoRenderer
 from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
 from bot.services import Services
 from bot.store import Database
 from bot.store.audit import AuditRepo
-from bot.store.falco import FalcoRepo
 from commands import load_all
 from commands.registry import registry
 from config.readiness_model import SHIPPED_PLAN, load_plan

@@ -24,21 +24,21 @@ from bot.alertmanager.render import AlertRenderer
 from bot.alertmanager.webhook import parse_payload
 from bot.approvals.machine import State
 from bot.approvals.render import prompt_content, render_list, render_outcome
+from bot.falco.events import event_key
+from bot.falco.render import FalcoRenderer
+from bot.falco.state import Aggregate, Digest, Mute
+from bot.falco.webhook import parse_event
+from bot.http.common import PayloadError
 from bot.readiness.engine import CriterionResult, Tally, compare, score
 from bot.readiness.render import detail_message, digest_message, status_message
 from bot.readiness.results import Mark
 from bot.readiness.service import Report
 from bot.readiness.targets import Target as ReadinessTarget
-from bot.relays.falco import event_key
-from bot.relays.falco_state import Aggregate, Digest, Mute
-from bot.relays.render_falco import FalcoRenderer
 from bot.render.templates import Templates
 from bot.store.approvals import ApprovalRecord
 from bot.store.velero import OutcomeRecord
 from bot.velero import render as velero
 from bot.velero.model import Phase, RunKind, parse_location, parse_run
-from bot.webhooks.common import PayloadError
-from bot.webhooks.falco import parse_event
 from config.alertmanager import AlertmanagerSettings
 from config.falco import PRIORITIES, FalcoSettings
 from config.readiness_model import SHIPPED_PLAN, load_plan

@@ -40,15 +40,15 @@ from bot.alertmanager.store import AlertGroupRepo
 from bot.alertmanager.webhook import alertmanager_handler
 from bot.deadman.switch import DeadmansSwitch
 from bot.falco.relay import FalcoMetrics, FalcoRelay
+from bot.falco.render import FalcoRenderer
+from bot.falco.store import FalcoRepo
+from bot.falco.webhook import WebhookMetrics, falco_handler
+from bot.http.server import Health, build_http_app
 from bot.metrics import Metrics
 from bot.outbox import Outbox
-from bot.relays.render_falco import FalcoRenderer
 from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
 from bot.store import Database
-from bot.store.falco import FalcoRepo
-from bot.webhooks.falco import WebhookMetrics, falco_handler
-from bot.webhooks.server import Health, build_http_app
 from config.alertmanager import AlertmanagerSettings
 from config.deadman import DeadmanSettings
 from config.falco import FalcoSettings

@@ -34,6 +34,8 @@ from bot.alertmanager.relay import DIGEST_EDIT_INTERVAL_S, AlertRelay
 from bot.alertmanager.render import AlertRenderer, silence_url
 from bot.alertmanager.store import AlertGroupRepo
 from bot.alertmanager.webhook import alertmanager_handler, parse_payload
+from bot.http.common import PayloadError
+from bot.http.server import Health, build_http_app
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxKind, build_event
 from bot.outbox.budget import RateBudget
@@ -41,8 +43,6 @@ from bot.render.message import MATRIX_EVENT_LIMIT
 from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
 from bot.store import Database
-from bot.webhooks.common import PayloadError
-from bot.webhooks.server import Health, build_http_app
 from config.alertmanager import AlertmanagerSettings, AlertRoute
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "payloads" / "alertmanager"

@@ -19,22 +19,22 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr, ValidationError
 
+from bot.falco.events import FalcoEvent, Spending, Tier, classify, event_key, field_text
 from bot.falco.relay import FalcoMetrics, FalcoRelay
+from bot.falco.render import FalcoRenderer
+from bot.falco.state import Aggregate, Digest, Mute
+from bot.falco.store import FalcoRepo
+from bot.falco.webhook import WebhookMetrics, falco_handler, parse_event
+from bot.http.common import PayloadError
+from bot.http.server import Health, build_http_app
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxKind, build_event
 from bot.outbox.budget import RateBudget
 from bot.outbox.repo import OutboxId, OutboxRepo
-from bot.relays.falco import FalcoEvent, Spending, Tier, classify, event_key, field_text
-from bot.relays.falco_state import Aggregate, Digest, Mute
-from bot.relays.render_falco import FalcoRenderer
 from bot.render.message import MATRIX_EVENT_LIMIT
 from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
 from bot.store import Database
-from bot.store.falco import FalcoRepo
-from bot.webhooks.common import PayloadError
-from bot.webhooks.falco import WebhookMetrics, falco_handler, parse_event
-from bot.webhooks.server import Health, build_http_app
 from config.falco import FalcoSendBudget, FalcoSettings
 from tests.places import UPSTREAM
 

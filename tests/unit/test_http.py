@@ -11,8 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
+from bot.http.server import Health, build_http_app
 from bot.metrics import Metrics
-from bot.webhooks.server import Health, build_http_app
 
 TOKEN = "hook-token-0123456789"
 HEALTH = web.AppKey("health", Health)
@@ -128,7 +128,7 @@ async def test_oversized_body_is_refused_with_413(client: TestClient[web.Request
 
 async def test_scoped_token_reaches_the_hook_with_its_scope() -> None:
     """A token keyed `hook/scope` is accepted and the handler sees the scope; the hook-wide one gives None."""
-    from bot.webhooks.server import TOKEN_SCOPE
+    from bot.http.server import TOKEN_SCOPE
 
     async def scope_echo(request: web.Request) -> web.Response:
         return web.Response(text=str(request[TOKEN_SCOPE]))
@@ -151,7 +151,7 @@ async def test_scoped_token_reaches_the_hook_with_its_scope() -> None:
 
 async def test_a_body_over_the_limit_gets_the_same_answer_with_or_without_content_length() -> None:
     """413 says the same, naming the limit, whether the size was announced or found while reading chunks."""
-    from bot.webhooks.common import PayloadError, problem, read_json_body
+    from bot.http.common import PayloadError, problem, read_json_body
 
     async def reads_json(request: web.Request) -> web.Response:
         try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Literal
 
-from bot.relays.falco import (
+from bot.falco.events import (
     MAX_NODES,
     MAX_OUTPUT_CHARS,
     MAX_TAGS,

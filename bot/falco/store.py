@@ -1,6 +1,6 @@
 """The Falco relay's live state: aggregates, digests and mutes.
 
-Only SQL lives here; the rules are in ``bot.relays.falco``. The relay is the
+Only SQL lives here; the rules are in ``bot.falco.events``. The relay is the
 only writer; it keeps everything in memory and writes through, in the same
 transaction as the outbox rows its decisions queue, so the store always holds
 what every accepted event changed. Rows are deleted once closed and shown.

@@ -46,7 +46,7 @@ class PayloadError(Exception):
         self.problems = problems or []
 
 
-# The body limit of the server a request came through (set by bot.webhooks.server).
+# The body limit of the server a request came through (set by bot.http.server).
 BODY_LIMIT = web.RequestKey("body_limit", int)
 
 

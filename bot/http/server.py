@@ -17,8 +17,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
+from bot.http.common import BODY_LIMIT, body_too_large
 from bot.metrics import Metrics
-from bot.webhooks.common import BODY_LIMIT, body_too_large
 
 log = logging.getLogger(__name__)
 

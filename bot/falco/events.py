@@ -3,7 +3,7 @@
 - ``FalcoEvent``: one falcosidekick event, normalised (priority lower case,
   output fields as text, Falco's ``<NA>`` read as missing).
 - ``classify``: the falcosidekick test event and events below the minimum
-  priority are counted and never posted (mutes: ``bot.relays.falco_state``).
+  priority are counted and never posted (mutes: ``bot.falco.state``).
 - ``event_key``: what makes two events "the same" (``aggregation_key``).
 - ``Spending``: the homeserver's message budget (``RateBudget``, shared with
   the Alertmanager relay) as one batch or flush spends it, by importance.

@@ -11,7 +11,7 @@ buffers, so the answer must be fast and mean "kept":
 - 503 when the store cannot keep it now. falcosidekick will not retry, but
   it counts and logs the failure, which a 200 would hide.
 
-The bearer token is checked by ``bot.webhooks.server`` before this handler
+The bearer token is checked by ``bot.http.server`` before this handler
 runs (falcosidekick: ``webhook.customheaders: "Authorization:Bearer …"``).
 """
 
@@ -25,8 +25,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bot.relays.falco import MAX_VALUE_CHARS, FalcoEvent, Outcome, clip_chars, field_text
-from bot.webhooks.common import (
+from bot.falco.events import MAX_VALUE_CHARS, FalcoEvent, Outcome, clip_chars, field_text
+from bot.http.common import (
     PayloadError,
     StoreUnavailableError,
     decode_json_object,
@@ -34,7 +34,7 @@ from bot.webhooks.common import (
     problem,
     read_json_body,
 )
-from bot.webhooks.server import HookHandler
+from bot.http.server import HookHandler
 from config.falco import Priority
 
 __all__ = [

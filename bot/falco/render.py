@@ -20,8 +20,8 @@ from typing import Any
 
 from markupsafe import Markup
 
-from bot.relays.falco import FalcoEvent
-from bot.relays.falco_state import Aggregate, Digest, Mute
+from bot.falco.events import FalcoEvent
+from bot.falco.state import Aggregate, Digest, Mute
 from bot.render.message import MAX_FIELD_BYTES, Message, clip, escaped_size, fit_lines
 from bot.render.templates import Templates
 from config.durations import format_duration
