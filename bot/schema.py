@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.alertmanager.store import migrate_alert_groups
+from bot.approvals.store import migrate_approvals
 from bot.deadman.store import migrate_heartbeats
 from bot.falco.store import migrate_falco
 from bot.outbox.media import migrate_outbox_media
-from bot.store.approvals import migrate_approvals
+from bot.readiness.store import migrate_readiness
 from bot.store.migrations import Migration, v1_initial, v9_audit_sender_device
-from bot.store.readiness import migrate_readiness
-from bot.store.velero import migrate_velero
+from bot.velero.store import migrate_velero
 
 MIGRATIONS: Sequence[Migration] = (
     v1_initial,

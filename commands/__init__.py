@@ -10,8 +10,8 @@ _MODULES = (
     "commands.ping",
     "commands.alertmanager",
     "commands.deadman",
-    "commands.sync",
-    "commands.backups",
+    "commands.approvals",
+    "commands.velero",
     "commands.falco",
     "commands.readiness",
 )

@@ -14,9 +14,9 @@ import aiosqlite
 
 from bot.approvals.machine import TERMINAL_STATES, State, can_transition
 from bot.approvals.render import prompt_content, render_outcome
+from bot.approvals.store import ApprovalRecord, ApprovalRepo, Transition
 from bot.outbox import EventRef, Outbox, OutboxState
 from bot.render.templates import Templates
-from bot.store.approvals import ApprovalRecord, ApprovalRepo, Transition
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
 

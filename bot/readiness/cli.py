@@ -28,7 +28,7 @@ from bot.readiness.results import ICONS, Mark
 from bot.readiness.service import ReadinessService, Report
 from bot.readiness.targets import resolve
 from bot.render.templates import Templates
-from config.readiness_model import Plan, load_plan
+from config.readiness_plan import Plan, load_plan
 
 if TYPE_CHECKING:
     from bot.kube.client import KubeApi

@@ -19,11 +19,11 @@ from bot.readiness.probes import ProbeEnv
 from bot.readiness.prometheus import PrometheusApi
 from bot.readiness.render import digest_message
 from bot.readiness.service import ReadinessService
+from bot.readiness.store import ReadinessRepo
 from bot.scheduling import CronScheduleTrigger
-from bot.store.readiness import ReadinessRepo
 from config.approvals import application_name
 from config.cron import parse_cron
-from config.readiness_model import load_plan
+from config.readiness_plan import load_plan
 
 if TYPE_CHECKING:
     from bot.kube.client import KubeApi

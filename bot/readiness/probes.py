@@ -22,7 +22,7 @@ from bot.errors import UserError
 from bot.readiness import kube_probes, monitoring_probes, self_probes
 from bot.readiness.causes import cause_of, general
 from bot.readiness.results import Mark, ProbeResult, all_of, any_of
-from config.readiness_model import AllProbe, AnyProbe, ManualProbe, Plan, Probe
+from config.readiness_plan import AllProbe, AnyProbe, ManualProbe, Plan, Probe
 
 if TYPE_CHECKING:
     from bot.alertmanager.api import AlertmanagerApi

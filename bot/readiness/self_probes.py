@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 from bot.readiness.causes import general
 from bot.readiness.results import ProbeResult
 from config.durations import format_duration
-from config.readiness_model import Probe, ReadybotProbe
+from config.readiness_plan import Probe, ReadybotProbe
 
 if TYPE_CHECKING:
     from bot.deadman.switch import SourceView

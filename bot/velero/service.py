@@ -1,7 +1,7 @@
 """The Velero relay's glue: watch callbacks and checks in, "reported" rows and outbox messages out.
 
 Exactly once, across relists and restarts: every message is queued in the
-same transaction as the row that says it was (``bot.store.velero``), and that
+same transaction as the row that says it was (``bot.velero.store``), and that
 row is a compare-and-set. A relist (after a 410, or at start-up) sees every
 object again; whatever already has its row is skipped, whatever ended while
 the bot was away or the watch was broken has none and is reported then.
@@ -29,7 +29,6 @@ from bot.outbox import Outbox
 from bot.render.message import Message
 from bot.render.templates import Templates
 from bot.store.database import Database
-from bot.store.velero import LocationRecord, MissedAlert, OutcomeRecord, VeleroRepo
 from bot.velero import render
 from bot.velero.model import (
     LocationView,
@@ -51,6 +50,7 @@ from bot.velero.outcomes import (
     missed_run,
     recent_enough,
 )
+from bot.velero.store import LocationRecord, MissedAlert, OutcomeRecord, VeleroRepo
 from config.cron import CronError, Schedule, parse_cron
 from config.velero import VeleroSettings
 

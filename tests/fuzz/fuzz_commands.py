@@ -50,8 +50,8 @@ from bot.store import Database
 from bot.store.audit import AuditRepo
 from commands import load_all
 from commands.registry import registry
-from config.readiness_model import SHIPPED_PLAN, load_plan
-from config.readiness_settings import ReadinessSettings
+from config.readiness import ReadinessSettings
+from config.readiness_plan import SHIPPED_PLAN, load_plan
 from config.settings import Settings
 from tests.fuzz.targets import LoopHost, PropertyViolated, Target, check_event_size
 

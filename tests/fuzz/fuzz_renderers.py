@@ -24,6 +24,7 @@ from bot.alertmanager.render import AlertRenderer
 from bot.alertmanager.webhook import parse_payload
 from bot.approvals.machine import State
 from bot.approvals.render import prompt_content, render_list, render_outcome
+from bot.approvals.store import ApprovalRecord
 from bot.falco.events import event_key
 from bot.falco.render import FalcoRenderer
 from bot.falco.state import Aggregate, Digest, Mute
@@ -35,13 +36,12 @@ from bot.readiness.results import Mark
 from bot.readiness.service import Report
 from bot.readiness.targets import Target as ReadinessTarget
 from bot.render.templates import Templates
-from bot.store.approvals import ApprovalRecord
-from bot.store.velero import OutcomeRecord
 from bot.velero import render as velero
 from bot.velero.model import Phase, RunKind, parse_location, parse_run
+from bot.velero.store import OutcomeRecord
 from config.alertmanager import AlertmanagerSettings
 from config.falco import PRIORITIES, FalcoSettings
-from config.readiness_model import SHIPPED_PLAN, load_plan
+from config.readiness_plan import SHIPPED_PLAN, load_plan
 from tests.fuzz.targets import Target, check_event_size
 
 TEMPLATES = Templates()

@@ -35,8 +35,8 @@ from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
 from bot.store.database import Database
 from config.deadman import DeadmanSettings
-from config.readiness_model import Probe
-from config.readiness_settings import ReadinessSettings
+from config.readiness import ReadinessSettings
+from config.readiness_plan import Probe
 from tests.integration.alertmanager import AlertmanagerServer, find_alertmanager
 from tests.integration.botrunner import RunningBot, bot_settings
 from tests.integration.fixtures import ALERTMANAGER_MISSING, in_ci

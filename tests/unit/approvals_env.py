@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from bot.approvals.service import ApprovalDeps, ApprovalService
+from bot.approvals.store import ApprovalRecord
 from bot.outbox import Outbox
 from bot.outbox.repo import OutboxId, OutboxRepo
 from bot.permissions import decide
 from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
-from bot.store.approvals import ApprovalRecord
 from bot.store.audit import AuditEntry, AuditRepo
 from bot.store.database import Database
 from config.approvals import ApprovalsSettings, GatedApp

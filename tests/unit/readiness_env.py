@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from config.readiness_model import SHIPPED_PLAN, Plan, load_plan
+from config.readiness_plan import SHIPPED_PLAN, Plan, load_plan
 from tests.kube.store import ObjectStore
 from tests.places import UPSTREAM
 

@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from bot.readiness.conditions import describe, holds, shown_at, values_at
 from config.cron import parse_cron
-from config.readiness_model import Where, WhereItem, parse_path
+from config.readiness_plan import Where, WhereItem, parse_path
 
 WHERE = TypeAdapter(Where)
 ITEM = TypeAdapter(WhereItem)

@@ -13,10 +13,10 @@ from bot.readiness.engine import CriterionResult, Tally, compare, notices, score
 from bot.readiness.probes import ProbeEnv
 from bot.readiness.results import Cause, Mark, ProbeResult, all_of, any_of
 from bot.readiness.service import ReadinessService
+from bot.readiness.store import ReadinessRepo
 from bot.schema import MIGRATIONS
 from bot.store.database import Database
-from bot.store.readiness import ReadinessRepo
-from config.readiness_settings import ReadinessSettings
+from config.readiness import ReadinessSettings
 from tests.unit.readiness_env import shipped_plan
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ConfigError
-from config.readiness_model import (
+from config.readiness_plan import (
     SHIPPED_PLAN,
     AllProbe,
     AnyProbe,

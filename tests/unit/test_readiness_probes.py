@@ -24,7 +24,7 @@ from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
 from bot.store.database import Database
 from config.deadman import DeadmanSettings
-from config.readiness_model import Plan, Probe
+from config.readiness_plan import Plan, Probe
 from tests.kube.handle import KubeHandle
 from tests.unit.readiness_env import (
     DAY_S,

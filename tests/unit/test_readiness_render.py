@@ -14,10 +14,10 @@ from bot.readiness.engine import CriterionResult, Tally, compare, score
 from bot.readiness.render import detail_message, digest_message, explain_message, status_message
 from bot.readiness.results import Mark
 from bot.readiness.service import Report
+from bot.readiness.store import StoredResult, StoredRun
 from bot.readiness.targets import Target, resolve
 from bot.render.message import MAX_FIELD_BYTES, escaped_size
 from bot.render.templates import Templates
-from bot.store.readiness import StoredResult, StoredRun
 from tests.unit.readiness_env import shipped_plan
 
 TEMPLATES = Templates()

@@ -78,6 +78,6 @@ class ReadinessSettings(Section):
 
     @property
     def plan_path(self) -> Path:
-        from config.readiness_model import SHIPPED_PLAN
+        from config.readiness_plan import SHIPPED_PLAN
 
         return self.plan or SHIPPED_PLAN
