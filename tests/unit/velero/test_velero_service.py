@@ -41,7 +41,7 @@ from tests.kube import velero_objects as v
 from tests.kube.handle import KubeHandle
 
 ROOM = "!velero:example.org"
-RBAC_FILE = Path(__file__).resolve().parents[2] / "deploy" / "base" / "rbac-velero.yaml"
+RBAC_FILE = Path(__file__).resolve().parents[3] / "deploy" / "base" / "rbac-velero.yaml"
 WAIT_S = 10.0
 
 

@@ -10,7 +10,7 @@ import pytest
 from bot import __version__
 from bot.cli import EXIT_CONFIG, EXIT_OK, main
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "example.yaml"
 
 
 def test_check_config_accepts_the_example(

@@ -12,7 +12,7 @@ from bot.errors import ConfigError
 from config.loading import format_problems, load_settings, problems_from_validation_error
 from config.settings import Settings
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "example.yaml"
 # Distinctive values, so "not in the output" cannot pass by accident.
 SECRET = "hunter2-S3cr3t-Zq9xV7"
 TOKEN = "tok-Alertmanager-W4k8pR"

@@ -45,7 +45,7 @@ from bot.schema import MIGRATIONS
 from bot.store import Database
 from config.alertmanager import AlertmanagerSettings, AlertRoute
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "payloads" / "alertmanager"
+PAYLOADS = Path(__file__).resolve().parents[2] / "payloads" / "alertmanager"
 ROOM = "!alerts:example.org"
 OTHER_ROOM = "!db-team:example.org"
 TOKEN = "am-token-0123456789"
