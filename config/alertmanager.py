@@ -12,20 +12,13 @@ from pathlib import Path
 
 from pydantic import AnyHttpUrl, ConfigDict, Field, field_validator, model_validator
 
-from config.base import Section
+from config.base import Section, check_room_ids
 from config.durations import Duration
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 # Matcher values: "value" (equal), "=~regex", "!=value", "!~regex" (regexes
 # are anchored, as in Alertmanager).
 MATCHER_OPERATORS = ("=~", "!=", "!~")
-
-
-def _check_room_ids(rooms: list[str]) -> list[str]:
-    for room in rooms:
-        if not room.startswith("!") or any(ch.isspace() for ch in room):
-            raise ValueError("each room must be a room id (!…); aliases are not resolved here")
-    return rooms
 
 
 class AlertRoute(Section):
@@ -50,7 +43,7 @@ class AlertRoute(Section):
     @field_validator("rooms")
     @classmethod
     def _room_ids(cls, value: list[str]) -> list[str]:
-        return _check_room_ids(value)
+        return check_room_ids(value)
 
     @field_validator("matchers")
     @classmethod
@@ -135,7 +128,7 @@ class AlertmanagerSettings(Section):
     @field_validator("default_rooms")
     @classmethod
     def _room_ids(cls, value: list[str]) -> list[str]:
-        return _check_room_ids(value)
+        return check_room_ids(value)
 
     @field_validator("templates_dir")
     @classmethod

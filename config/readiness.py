@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AnyHttpUrl, Field, field_validator
 
-from config.base import Section
+from config.base import Section, check_room_ids
 from config.cron import parse_cron
 
 
@@ -71,10 +71,7 @@ class ReadinessSettings(Section):
     @field_validator("rooms")
     @classmethod
     def _room_ids(cls, value: list[str]) -> list[str]:
-        for room in value:
-            if not room.startswith("!") or any(ch.isspace() for ch in room):
-                raise ValueError("each room must be a room id (!…); aliases are not resolved here")
-        return value
+        return check_room_ids(value)
 
     @property
     def plan_path(self) -> Path:

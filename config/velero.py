@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from config.base import Section
+from config.base import Section, check_room_ids
 
 # A namespace is a DNS label.
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -57,10 +57,7 @@ class VeleroSettings(Section):
     @field_validator("rooms")
     @classmethod
     def _room_ids(cls, value: list[str]) -> list[str]:
-        for room in value:
-            if not room.startswith("!") or any(ch.isspace() for ch in room):
-                raise ValueError("each room must be a room id (!…); aliases are not resolved here")
-        return value
+        return check_room_ids(value)
 
     @field_validator("digest_time")
     @classmethod

@@ -38,6 +38,8 @@ __all__ = [
 
 async def migrate_alert_groups(conn: aiosqlite.Connection) -> None:
     """Create the relay's tables (a migration: runs once, inside the migration's transaction)."""
+    # Shipped: the SQL below is never edited, so every store holds the same
+    # schema text. (Its comment's bot.relays.alertmanager is bot.alertmanager.groups now.)
     await conn.execute(
         """
         CREATE TABLE alert_groups (
@@ -47,7 +49,7 @@ async def migrate_alert_groups(conn: aiosqlite.Connection) -> None:
             group_labels TEXT NOT NULL,
             common_labels TEXT NOT NULL,
             external_url TEXT NOT NULL,
-            -- JSON owned by bot.alertmanager.groups: alerts, annotations.
+            -- JSON owned by bot.relays.alertmanager: alerts, annotations.
             state TEXT NOT NULL,
             first_seen REAL NOT NULL,
             updated_at REAL NOT NULL,

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import aiosqlite
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -192,6 +192,21 @@ class FalcoRelay:
         # The gauges are refreshed by the tick this wakes (counting is O(state)).
         self._wake.set()
 
+    @contextlib.contextmanager
+    def _reload_on_failure(self) -> Iterator[None]:
+        """Memory and store changed together: if that fails, memory is reloaded before the next use.
+
+        A store error reaches the caller as ``StoreUnavailableError``.
+        """
+        try:
+            yield
+        except _STORE_ERRORS as error:
+            self._stale = True
+            raise StoreUnavailableError(f"{type(error).__name__}: {error}") from None
+        except BaseException:
+            self._stale = True
+            raise
+
     def _mark_stale(self) -> None:
         # A failed transaction may have left changes in memory the store does
         # not have: reload before anything else runs.
@@ -325,16 +340,10 @@ class FalcoRelay:
         async with self._lock:
             await self._ensure_fresh()
             now = self._clock()
-            try:
+            with self._reload_on_failure():
                 mute, previous = self._state.set_mute(rule, by, room_id, now, now + seconds)
                 async with self._db.transaction() as tx:
                     await self._save(tx)
-            except _STORE_ERRORS as error:
-                self._stale = True
-                raise StoreUnavailableError(f"{type(error).__name__}: {error}") from None
-            except BaseException:
-                self._stale = True
-                raise
         self._update_gauges()
         log.info("falco: rule muted until %.0f by %s", mute.ends_at, by)
         return mute, previous
@@ -347,19 +356,13 @@ class FalcoRelay:
         async with self._lock:
             await self._ensure_fresh()
             now = self._clock()
-            try:
+            with self._reload_on_failure():
                 mute = self._state.end_mute(rule)
                 if mute is None:
                     return None
                 async with self._db.transaction() as tx:
                     await self._announce_end(tx, mute, now, lifted_by=by, skip_room=room_id)
                     await self._save(tx)
-            except _STORE_ERRORS as error:
-                self._stale = True
-                raise StoreUnavailableError(f"{type(error).__name__}: {error}") from None
-            except BaseException:
-                self._stale = True
-                raise
         self._update_gauges()
         log.info("falco: a mute was lifted by %s", by)
         return self._renderer.mute_ended(mute, now=now, lifted_by=by)
