@@ -31,10 +31,11 @@ test-integration: install test-deps element-deps
 test-deps:  ## the Debian packages the tests run against (as root; else prints the apt-get command)
 	scripts/install-test-deps
 
-lint: install  ## ruff (lint + format check) and mypy --strict
+lint: install  ## ruff (lint + format check), mypy --strict and the layers (lint-imports, .importlinter)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
+	$(UV) run lint-imports
 
 format: install
 	$(UV) run ruff format .

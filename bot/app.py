@@ -18,8 +18,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from bot import __version__
+from bot.catalog import enabled_features
 from bot.dispatcher import Dispatcher
-from bot.features import Authorizer, Extensions, FeatureContext, FeatureParts, PowerLookup, enabled_features
+from bot.extensions import Extensions
+from bot.features import FeatureContext, FeatureParts
+from bot.http.server import Health, HookHandler, build_http_app
 from bot.matrix.connection import NETWORK_ERRORS, HomeserverUnavailable, MatrixConnection, wait_or_stop
 from bot.matrix.device_trust import DeviceTrust
 from bot.matrix.identity import CrossSigningIdentity, HomeserverRefused
@@ -28,14 +31,15 @@ from bot.matrix.router import Router
 from bot.matrix.transport import NioTransport
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxSender
+from bot.permissions import Authorizer
 from bot.render.templates import Templates
 from bot.scheduling import build_scheduler
+from bot.schema import MIGRATIONS
 from bot.services import BotDevice, Services
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
 from bot.store.handled import HandledEvents
 from bot.store.kv import KeyValueRepo
-from bot.webhooks.server import Health, HookHandler, build_http_app
 from commands import load_all
 from commands.registry import CommandRegistry, registry
 from config.settings import Settings
@@ -83,7 +87,7 @@ class ReadyBot:
 
     async def run(self, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            self.db = await Database.open(self.settings.store.path, clock=self.clock)
+            self.db = await Database.open(self.settings.store.path, migrations=MIGRATIONS, clock=self.clock)
             stack.push_async_callback(self.db.close)
             self.health.store_open = True
             kv, audit, handled = KeyValueRepo(self.db), AuditRepo(self.db), HandledEvents(self.db)
@@ -96,9 +100,7 @@ class ReadyBot:
                 self.db, NioTransport(self.connection), self.settings.outbox, self.metrics, clock=self.clock
             )
             self.outbox = Outbox(self.db, clock=self.clock, on_enqueued=sender.wake)
-            power = PowerLookup()
-            power.bind(RoomPowerLookup(self.connection).power_facts)
-            authorizer = Authorizer(power)
+            authorizer = Authorizer(RoomPowerLookup(self.connection).power_facts)
             extensions = Extensions()
             templates = Templates()
             scheduler = build_scheduler(handled, self.clock)
@@ -163,8 +165,10 @@ class ReadyBot:
                 group.create_task(self._matrix(stop), name="matrix")
                 group.create_task(sender.run(sender_stop), name="outbox-sender")
                 group.create_task(self._shutdown_when(stop, sender_stop), name="shutdown")
-                for index, task in enumerate(parts.root_tasks):
-                    group.create_task(task(stop), name=f"feature-task-{index}")
+                for task in parts.root_tasks:
+                    # Named after the feature's coroutine (``AlertRelay.run_maintenance``),
+                    # so a crash says which part died.
+                    group.create_task(task(stop), name=task.__qualname__)
             log.info("stopped")
 
     async def _matrix(self, stop: asyncio.Event) -> None:

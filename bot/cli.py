@@ -89,7 +89,7 @@ def _check_config(config: Path | None) -> int:
         _print_problems(error)
         return EXIT_CONFIG
     if settings.readiness.enabled:
-        from config.readiness_model import load_plan
+        from config.readiness_plan import load_plan
 
         try:
             load_plan(settings.readiness.plan_path)

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from config.errors import ConfigError
+
+__all__ = [
+    "ConfigError",
+    "OutcomeUnknown",
+    "PermissionDenied",
+    "StoreUnavailableError",
+    "UsageError",
+    "UserError",
+]
+
 
 class UserError(Exception):
     """A problem the user can fix; its message is safe to show in the room."""
@@ -27,11 +38,3 @@ class StoreUnavailableError(Exception):
 
     Webhooks answer 503 so the sender retries; commands say so in the room.
     """
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; ``problems`` holds one line per field."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems

@@ -1,4 +1,4 @@
-"""Who may run what: pure rules, no I/O.
+"""Who may run what: pure rules, and ``Authorizer``, which reads power levels only when a rule needs one.
 
 Room version 12 made the room's creators all-powerful without listing them
 in ``m.room.power_levels``; a check that only reads power levels would lock
@@ -8,7 +8,7 @@ out the person who made the room, so creators are read from ``m.room.create``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
@@ -67,3 +67,28 @@ def decide(user_id: str, rule: PermissionRule, power_level: float | None) -> Dec
     if rule.min_power_level is not None and power_level is not None and power_level >= rule.min_power_level:
         return Decision(True)
     return Decision(False, "you are not allowed to run this command in this room")
+
+
+# The room's power facts (``bot.matrix.power.RoomPowerLookup.power_facts``).
+PowerFactsLookup = Callable[[str], Awaitable[RoomPowerFacts]]
+
+
+async def _no_power_facts(room_id: str) -> RoomPowerFacts:
+    return RoomPowerFacts()
+
+
+class Authorizer:
+    """Applies a ``PermissionRule`` to a user in a room, reading power levels only when needed.
+
+    Without ``power_facts`` (tests, tools) every room has the default facts:
+    a rule that needs a power level then finds nobody above 0.
+    """
+
+    def __init__(self, power_facts: PowerFactsLookup | None = None) -> None:
+        self._power_facts = power_facts or _no_power_facts
+
+    async def check(self, user_id: str, room_id: str, rule: PermissionRule) -> Decision:
+        level: float | None = None
+        if rule.min_power_level is not None:
+            level = effective_power_level(user_id, await self._power_facts(room_id))
+        return decide(user_id, rule, level)

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 from bot.matrix.device_trust import UNENCRYPTED, SenderDevice
 
 if TYPE_CHECKING:
-    from bot.features import Authorizer, Extensions
+    from bot.extensions import Extensions
     from bot.metrics import Metrics
     from bot.outbox import Outbox
+    from bot.permissions import Authorizer
     from bot.render.templates import Templates
     from bot.store.audit import AuditRepo
     from commands.registry import CommandRegistry

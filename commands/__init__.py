@@ -8,11 +8,11 @@ import importlib
 _MODULES = (
     "commands.help",
     "commands.ping",
-    "commands.alerts",
-    "commands.watchdog",
-    "commands.sync",
-    "commands.backups",
-    "commands.restore_drill",
+    "commands.alertmanager",
+    "commands.deadman",
+    "commands.approvals",
+    "commands.velero",
+    "commands.drills",
     "commands.falco",
     "commands.readiness",
 )

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from bot.errors import StoreUnavailableError, UserError
 from bot.falco.relay import FalcoRelay
-from bot.relays.render_falco import clock_text, mute_line
+from bot.falco.render import clock_text, mute_line
 from bot.render.message import Message
 from bot.services import CommandContext
 from commands.registry import command

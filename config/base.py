@@ -1,8 +1,16 @@
-"""The base of every settings section, and the permission rule several sections share."""
+"""The base of every settings section, and what several sections share (permission rule, room ids)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+def check_room_ids(rooms: list[str]) -> list[str]:
+    """The rooms, if each is a room id (``!…``); the settings never resolve aliases."""
+    for room in rooms:
+        if not room.startswith("!") or any(ch.isspace() for ch in room):
+            raise ValueError("each room must be a room id (!…); aliases are not resolved here")
+    return rooms
 
 
 class Section(BaseModel):

@@ -6,7 +6,7 @@ import re
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
-from config.base import Section
+from config.base import Section, check_room_ids
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -87,10 +87,7 @@ class DeadmanSettings(Section):
     @field_validator("rooms")
     @classmethod
     def _room_ids(cls, value: list[str]) -> list[str]:
-        for room in value:
-            if not room.startswith("!") or any(ch.isspace() for ch in room):
-                raise ValueError("each room must be a room id (!…); aliases are not resolved here")
-        return value
+        return check_room_ids(value)
 
     @model_validator(mode="after")
     def _interval_below_threshold(self) -> DeadmanSettings:

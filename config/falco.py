@@ -12,7 +12,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from config.base import Section
+from config.base import Section, check_room_ids
 from config.durations import Duration
 
 FalcoPriority = Literal[
@@ -42,13 +42,6 @@ Priority = Annotated[FalcoPriority, BeforeValidator(normalize_priority)]
 def priority_rank(priority: FalcoPriority) -> int:
     """0 for debug … 7 for emergency."""
     return PRIORITIES.index(priority)
-
-
-def _check_room_ids(rooms: list[str]) -> list[str]:
-    for room in rooms:
-        if not room.startswith("!") or any(ch.isspace() for ch in room):
-            raise ValueError("each room must be a room id (!…); aliases are not resolved here")
-    return rooms
 
 
 class FalcoSendBudget(Section):
@@ -122,13 +115,13 @@ class FalcoSettings(Section):
     @field_validator("default_rooms")
     @classmethod
     def _default_room_ids(cls, value: list[str]) -> list[str]:
-        return _check_room_ids(value)
+        return check_room_ids(value)
 
     @field_validator("rooms_by_priority")
     @classmethod
     def _priority_room_ids(cls, value: dict[FalcoPriority, list[str]]) -> dict[FalcoPriority, list[str]]:
         for rooms in value.values():
-            _check_room_ids(rooms)
+            check_room_ids(rooms)
         return value
 
     @field_validator("aggregation_key")

@@ -29,16 +29,16 @@ import copy
 import json
 import os
 import types
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from bot.errors import ConfigError
+from config.errors import ConfigError
 from config.settings import Settings
+from config.yaml import YamlProblem, load_strict_yaml
 
 ENV_PREFIX = "READYBOT_"
 SECRETS_DIR_ENV = "READYBOT_SECRETS_DIR"
@@ -155,30 +155,6 @@ def problems_from_validation_error(
 # --- the YAML layer -------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping.
-
-    PyYAML keeps the last of two equal keys without a word; in a config file
-    that hides a typo or a bad merge (two ``matrix:`` sections).
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[Hashable] = set()
-        for key_node, _ in node.value:
-            # Keys brought in by "<<: *anchor" may be overridden on purpose.
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # unhashable; the base class reports it
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(None, None, "duplicate key", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-
 class _FileProblem(Exception):
     """The YAML file cannot be used; the message is the problem line."""
 
@@ -197,16 +173,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise _FileProblem(f"config: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
 
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        # The problem text of a YAML error may quote the offending token,
-        # which could be a secret on a broken line: give the position only.
-        mark = exc.problem_mark or exc.context_mark
-        what = "duplicate key" if exc.problem == "duplicate key" else "not valid YAML"
-        where = "" if mark is None else f" (line {mark.line + 1}, column {mark.column + 1})"
-        raise _FileProblem(f"config: {what} in {path}{where}") from None
-    except yaml.YAMLError:
-        raise _FileProblem(f"config: not valid YAML in {path}") from None
+        data = load_strict_yaml(text)
+    except YamlProblem as problem:
+        raise _FileProblem(f"config: {problem.what} in {path}{problem.at}") from None
 
     if data is None:  # an empty file (or only comments): all defaults
         return {}

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from config.alerting import AlertmanagerSettings
+from config.alertmanager import AlertmanagerSettings
 from config.approvals import ApprovalsSettings
 
 # PermissionRule lives in config.base so section modules (approvals) can use it
@@ -32,7 +32,7 @@ from config.base import Section
 from config.deadman import DeadmanSettings
 from config.falco import FalcoSettings
 from config.kubernetes import KubernetesSettings
-from config.readiness_settings import ReadinessSettings
+from config.readiness import ReadinessSettings
 from config.velero import VeleroSettings
 
 USER_ID_PATTERN = re.compile(r"^@[^:\s]+:[^\s]+$")

@@ -4,7 +4,7 @@ One table, one vote log, one expiry job, one ``!approve``/``!reject``/
 ``!cancel``/``!approvals`` serve every kind; a request's ``kind`` column says
 which ``RequestKind`` renders its prompt, knows its approvers and starts it
 once approved. Argo CD syncs are ``sync`` (``bot.approvals.sync_kind``);
-Velero restore drills register ``restore-drill`` (``bot.velero.drills``).
+Velero restore drills register ``restore-drill`` (``bot.drills.service``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
+    from bot.approvals.store import ApprovalRecord
     from bot.render.message import Message
-    from bot.store.approvals import ApprovalRecord
     from config.base import PermissionRule
 
 SYNC: Final = "sync"

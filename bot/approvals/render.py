@@ -12,9 +12,9 @@ from typing import Any
 
 from bot.approvals.application import AppView
 from bot.approvals.machine import APPROVE_KEY, REJECT_KEY, State
+from bot.approvals.store import ApprovalRecord
 from bot.render.message import MAX_FIELD_BYTES, Message, fit_lines
 from bot.render.templates import Templates
-from bot.store.approvals import ApprovalRecord
 from config.base import PermissionRule
 
 # The prompt shows its lists within a part of one field's budget, so the

@@ -46,9 +46,9 @@ from bot.approvals.kinds import SYNC
 from bot.approvals.machine import State
 from bot.approvals.ports import ArgoApplications
 from bot.approvals.render import short
+from bot.approvals.store import ApprovalRecord, ApprovalRepo, Transition
 from bot.approvals.transitions import Transitions
 from bot.kube.errors import ClusterUnreachable, Conflict, KubeError, MissingCRD, NotFound
-from bot.store.approvals import ApprovalRecord, ApprovalRepo, Transition
 from config.approvals import ApprovalsSettings, GatedApp
 
 log = logging.getLogger(__name__)

@@ -37,14 +37,7 @@ from bot.approvals.machine import (
 from bot.approvals.ports import ArgoApplications
 from bot.approvals.render import prompt_facts, render_apps, render_list
 from bot.approvals.runner import OPERATION_BEFORE, SyncRunner
-from bot.approvals.sync_kind import SyncKind
-from bot.approvals.transitions import Transitions
-from bot.errors import PermissionDenied, UserError
-from bot.kube.errors import KubeError, MissingCRD, NotFound
-from bot.outbox import Outbox
-from bot.render.message import Message
-from bot.render.templates import Templates
-from bot.store.approvals import (
+from bot.approvals.store import (
     ActiveRequestExists,
     ApprovalRecord,
     ApprovalRepo,
@@ -52,6 +45,13 @@ from bot.store.approvals import (
     Transition,
     Vote,
 )
+from bot.approvals.sync_kind import SyncKind
+from bot.approvals.transitions import Transitions
+from bot.errors import PermissionDenied, UserError
+from bot.kube.errors import KubeError, MissingCRD, NotFound
+from bot.outbox import Outbox
+from bot.render.message import Message
+from bot.render.templates import Templates
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
 from config.approvals import ApprovalsSettings, GatedApp, application_name

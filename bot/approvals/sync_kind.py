@@ -7,9 +7,9 @@ from typing import Any
 from bot.approvals.kinds import SYNC, Approvers
 from bot.approvals.render import prompt_content, render_outcome
 from bot.approvals.runner import SyncRunner
+from bot.approvals.store import ApprovalRecord
 from bot.render.message import Message
 from bot.render.templates import Templates
-from bot.store.approvals import ApprovalRecord
 from config.approvals import ApprovalsSettings
 
 

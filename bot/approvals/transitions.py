@@ -14,8 +14,8 @@ import aiosqlite
 
 from bot.approvals.kinds import RequestKind
 from bot.approvals.machine import TERMINAL_STATES, State, can_transition
+from bot.approvals.store import ApprovalRecord, ApprovalRepo, Transition
 from bot.outbox import EventRef, Outbox, OutboxState
-from bot.store.approvals import ApprovalRecord, ApprovalRepo, Transition
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
 

@@ -8,11 +8,11 @@ within the send budget, closes windows and ends mutes.
 from __future__ import annotations
 
 from bot.falco.relay import FalcoMetrics, FalcoRelay
+from bot.falco.render import FalcoRenderer
+from bot.falco.store import FalcoRepo
+from bot.falco.webhook import WebhookMetrics, falco_handler
 from bot.features import FeatureContext, FeatureParts
-from bot.relays.render_falco import FalcoRenderer
 from bot.render.templates import Templates
-from bot.store.falco import FalcoRepo
-from bot.webhooks.falco import WebhookMetrics, falco_handler
 
 HOOK_NAME = "falco"
 

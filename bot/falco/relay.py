@@ -18,7 +18,7 @@ in place during a transaction; if it fails, memory is reloaded from the
 store (the source of truth) before anything else runs.
 
 **Budget.** Only a new kind of event is posted at once, and only if the
-send budget allows its tier (``bot.relays.falco.Spending``); otherwise it
+send budget allows its tier (``bot.falco.events.Spending``); otherwise it
 becomes a line in the room's digest. Everything else (updated counts, the
 digest) is left dirty and brought up to date by ``tick`` (the ``run`` root
 task), again only as far as the budget allows, most important first. So the
@@ -32,22 +32,22 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 import aiosqlite
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from bot.errors import StoreUnavailableError
-from bot.outbox import EventRef, Outbox, OutboxId
-from bot.relays.budget import RateBudget
-from bot.relays.falco import FalcoEvent, Outcome, Spending, classify
-from bot.relays.falco_state import Aggregate, Digest, Dirty, FalcoState, Flush, Mute
-from bot.relays.render_falco import FalcoRenderer
-from bot.render.message import Message
+from bot.falco.events import FalcoEvent, Outcome, Spending, classify
+from bot.falco.render import FalcoRenderer
+from bot.falco.state import Aggregate, Digest, Dirty, FalcoState, Flush, Mute
+from bot.falco.store import FalcoRepo, FalcoWrite, MessageRecord, MuteRecord
+from bot.outbox import Outbox
+from bot.outbox.batching import GroupCommit
+from bot.outbox.budget import RateBudget
+from bot.outbox.events import stored_ref
+from bot.render.message import Message, mentioning_content
 from bot.store.database import Database
-from bot.store.falco import FalcoRepo, FalcoWrite, MessageRecord, MuteRecord
 from config.falco import FalcoSettings
 
 log = logging.getLogger(__name__)
@@ -95,14 +95,8 @@ class FalcoMetrics:
         self.events.labels(rule=rule, priority=event.priority, outcome=outcome).inc()
 
 
-@dataclass
-class _Job:
-    event: FalcoEvent
-    done: asyncio.Future[Outcome]
-
-
 class FalcoRelay:
-    """Implements ``bot.webhooks.falco.FalcoIntake``, and the mutes behind ``!falco``."""
+    """Implements ``bot.falco.webhook.FalcoIntake``, and the mutes behind ``!falco``."""
 
     def __init__(
         self,
@@ -124,14 +118,19 @@ class FalcoRelay:
         self.metrics = metrics or FalcoMetrics(CollectorRegistry())
         budget = settings.send_budget
         self._budget = RateBudget(budget.burst, budget.per_minute, clock())
-        self._last_send_seen = 0.0
         self._state = FalcoState(settings)
         self._stale = False
         # Batches, ticks and mute commands take turns on the state.
         self._lock = asyncio.Lock()
-        self._queue: list[_Job] = []
-        self._worker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._group_commit: GroupCommit[FalcoEvent, Outcome] = GroupCommit(
+            self._commit,
+            lock=self._lock,
+            name="falco-relay-commit",
+            describe=lambda event: f"falco relay: an event of rule {event.rule[:200]!r}",
+            on_committed=self._committed,
+            on_failed=self._mark_stale,
+        )
 
     def now(self) -> float:
         return self._clock()
@@ -147,8 +146,7 @@ class FalcoRelay:
         budget = self.settings.send_budget
         window = 2 * budget.burst / (budget.per_minute / 60.0)
         self._budget = RateBudget(budget.burst, budget.per_minute, now - window)
-        self._last_send_seen = 0.0
-        self._observe((await self._outbox.send_load(now - window, _MAX_SEND_TIMES)).sent_at)
+        self._budget.observe_sent((await self._outbox.send_load(now - window, _MAX_SEND_TIMES)).sent_at)
         state = self._state
         log.info(
             "falco relay: %d aggregates, %d digests and %d mutes loaded",
@@ -186,80 +184,47 @@ class FalcoRelay:
         if quick is not None:
             self.metrics.count(event, quick)
             return quick
-        job = _Job(event, asyncio.get_running_loop().create_future())
-        self._queue.append(job)
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain(), name="falco-relay-commit")
-        # Shielded: a caller that goes away does not cancel the batch other
-        # callers' events are in.
-        return await asyncio.shield(job.done)
+        return await self._group_commit.submit(event)
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                async with self._lock:
-                    await self._run(batch)
-        finally:
-            # Only reached with jobs left if this task itself was cancelled.
-            for job in self._queue:
-                if not job.done.done():
-                    job.done.set_exception(StoreUnavailableError("relay stopped"))
-                    job.done.exception()
-            self._queue = []
-
-    async def _run(self, batch: list[_Job]) -> None:
-        try:
-            await self._ensure_fresh()
-            outcomes = await self._commit(batch)
-        except StoreUnavailableError as error:
-            self._fail(batch, error)
-            return
-        except _STORE_ERRORS as error:
-            self._stale = True
-            self._fail(batch, StoreUnavailableError(f"{type(error).__name__}: {error}"))
-            return
-        except asyncio.CancelledError:
-            self._stale = True
-            self._fail(batch, StoreUnavailableError("cancelled"))
-            raise
-        except Exception as error:
-            self._stale = True
-            if len(batch) == 1:
-                log.exception("falco relay: an event of rule %r failed", batch[0].event.rule[:200])
-                self._fail(batch, error)
-                return
-            # Find the culprit: the others are committed one by one.
-            for job in batch:
-                await self._run([job])
-            return
-        for job, outcome in zip(batch, outcomes, strict=True):
-            self.metrics.count(job.event, outcome)
-            if not job.done.done():
-                job.done.set_result(outcome)
+    def _committed(self, batch: list[FalcoEvent], outcomes: Sequence[Outcome]) -> None:
+        for event, outcome in zip(batch, outcomes, strict=True):
+            self.metrics.count(event, outcome)
         # The gauges are refreshed by the tick this wakes (counting is O(state)).
         self._wake.set()
 
-    @staticmethod
-    def _fail(batch: list[_Job], error: BaseException) -> None:
-        for job in batch:
-            if not job.done.done():
-                job.done.set_exception(error)
-                # Retrieved here, so a caller that went away leaves no warning.
-                job.done.exception()
+    @contextlib.contextmanager
+    def _reload_on_failure(self) -> Iterator[None]:
+        """Memory and store changed together: if that fails, memory is reloaded before the next use.
 
-    async def _commit(self, batch: list[_Job]) -> list[Outcome]:
+        A store error reaches the caller as ``StoreUnavailableError``.
+        """
+        try:
+            yield
+        except _STORE_ERRORS as error:
+            self._stale = True
+            raise StoreUnavailableError(f"{type(error).__name__}: {error}") from None
+        except BaseException:
+            self._stale = True
+            raise
+
+    def _mark_stale(self) -> None:
+        # A failed transaction may have left changes in memory the store does
+        # not have: reload before anything else runs.
+        self._stale = True
+
+    async def _commit(self, batch: list[FalcoEvent]) -> list[Outcome]:
+        await self._ensure_fresh()
         now = self._clock()
         state = self._state
         async with self._db.transaction() as tx:
             spending = await self._spending(now, tx)
-            outcomes = [state.ingest(job.event, now, spending) for job in batch]
+            outcomes = [state.ingest(event, now, spending) for event in batch]
             for aggregate_id in state.to_post:
                 aggregate = state.aggregates[aggregate_id]
                 mention = state.mentions(aggregate)
                 message = self._renderer.aggregate(aggregate, now=now, mention=mention)
                 outbox_id = await self._outbox.send_message(
-                    aggregate.room_id, _content(message, mention=mention), tx=tx
+                    aggregate.room_id, mentioning_content(message, room=mention), tx=tx
                 )
                 state.posted(aggregate_id, outbox_id, now)
             state.to_post.clear()
@@ -270,19 +235,9 @@ class FalcoRelay:
 
     async def _spending(self, now: float, tx: aiosqlite.Connection | None = None) -> Spending:
         """The budget now: sends recorded so far observed, everything still queued ahead."""
-        load = await self._outbox.send_load(self._last_send_seen, _MAX_SEND_TIMES, tx=tx)
-        self._observe(load.sent_at)
+        load = await self._outbox.send_load(self._budget.last_seen, _MAX_SEND_TIMES, tx=tx)
+        self._budget.observe_sent(load.sent_at)
         return Spending(self._budget, self.settings.send_budget, load.pending, now)
-
-    def _observe(self, sent_at: list[float]) -> None:
-        # Only times after the last one seen: send_load's times may come back
-        # rounded (SQLite's JSON keeps 15 digits, ~10 µs at today's epoch), and
-        # a rounded-down time is returned again by "settled_at > since";
-        # observing it twice would spend a token the homeserver still has.
-        fresh = [t for t in sent_at if t > self._last_send_seen]
-        if fresh:
-            self._budget.observe(fresh)
-            self._last_send_seen = fresh[-1]
 
     # -- flushing, closing, mute ends ---------------------------------------------------------
 
@@ -354,17 +309,19 @@ class FalcoRelay:
         state = self._state
         if flush.kind == "aggregate":
             aggregate = state.aggregates[flush.id]
-            content = _content(self._renderer.aggregate(aggregate, now=now), mention=False)
+            content = mentioning_content(self._renderer.aggregate(aggregate, now=now), room=False)
             await self._outbox.edit(
-                aggregate.room_id, _ref(aggregate.message), content, supersede=True, tx=tx
+                aggregate.room_id, stored_ref(aggregate.message), content, supersede=True, tx=tx
             )
             state.flushed(flush, now)
             return
         digest = state.digests[flush.id]
         members = [state.aggregates[m] for m in digest.members if m in state.aggregates]
-        content = _content(self._renderer.digest(digest, members, now=now), mention=False)
+        content = mentioning_content(self._renderer.digest(digest, members, now=now), room=False)
         if digest.posted:
-            await self._outbox.edit(digest.room_id, _ref(digest.message), content, supersede=True, tx=tx)
+            await self._outbox.edit(
+                digest.room_id, stored_ref(digest.message), content, supersede=True, tx=tx
+            )
             state.flushed(flush, now)
         else:
             outbox_id = await self._outbox.send_message(digest.room_id, content, tx=tx)
@@ -383,16 +340,10 @@ class FalcoRelay:
         async with self._lock:
             await self._ensure_fresh()
             now = self._clock()
-            try:
+            with self._reload_on_failure():
                 mute, previous = self._state.set_mute(rule, by, room_id, now, now + seconds)
                 async with self._db.transaction() as tx:
                     await self._save(tx)
-            except _STORE_ERRORS as error:
-                self._stale = True
-                raise StoreUnavailableError(f"{type(error).__name__}: {error}") from None
-            except BaseException:
-                self._stale = True
-                raise
         self._update_gauges()
         log.info("falco: rule muted until %.0f by %s", mute.ends_at, by)
         return mute, previous
@@ -405,19 +356,13 @@ class FalcoRelay:
         async with self._lock:
             await self._ensure_fresh()
             now = self._clock()
-            try:
+            with self._reload_on_failure():
                 mute = self._state.end_mute(rule)
                 if mute is None:
                     return None
                 async with self._db.transaction() as tx:
                     await self._announce_end(tx, mute, now, lifted_by=by, skip_room=room_id)
                     await self._save(tx)
-            except _STORE_ERRORS as error:
-                self._stale = True
-                raise StoreUnavailableError(f"{type(error).__name__}: {error}") from None
-            except BaseException:
-                self._stale = True
-                raise
         self._update_gauges()
         log.info("falco: a mute was lifted by %s", by)
         return self._renderer.mute_ended(mute, now=now, lifted_by=by)
@@ -437,7 +382,9 @@ class FalcoRelay:
         skip_room: str | None,
     ) -> None:
         # A mute's end is rare and owed: it goes out without waiting for budget.
-        content = _content(self._renderer.mute_ended(mute, now=now, lifted_by=lifted_by), mention=False)
+        content = mentioning_content(
+            self._renderer.mute_ended(mute, now=now, lifted_by=lifted_by), room=False
+        )
         for room_id in dict.fromkeys([*mute.rooms, mute.room_id]):
             if room_id != skip_room:
                 await self._outbox.send_message(room_id, content, tx=tx)
@@ -480,20 +427,6 @@ async def _first_of(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-def _ref(message: str | int | None) -> EventRef:
-    if message is None:
-        raise ValueError("no message to refer to")
-    return message if isinstance(message, str) else OutboxId(message)
-
-
-def _content(message: Message, *, mention: bool) -> dict[str, Any]:
-    content = message.content()
-    # Intentional mentions: only the room, and only when asked; an empty
-    # object also keeps clients from pinging on words in the event output.
-    content["m.mentions"] = {"room": True} if mention else {}
-    return content
 
 
 def _aggregate(record: MessageRecord) -> Aggregate:

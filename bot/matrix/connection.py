@@ -38,7 +38,7 @@ CREDENTIALS_KEY = "matrix.credentials"
 # aiohttp's ServerDisconnectedError, for one, is not an OSError. A body that is
 # not JSON (a proxy's error page) surfaces as ValueError.
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, aiohttp.ClientError, ValueError)
-SYNC_TOKEN_KEY = "matrix.sync_token"
+SYNC_TOKEN_KEY = "matrix.sync_token"  # noqa: S105 (a kv key name, not a secret)
 
 
 class LoginRefused(Exception):

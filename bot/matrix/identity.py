@@ -60,7 +60,7 @@ _SECRET_NAMES = {
     SELF_SIGNING: "m.cross_signing.self_signing",
     USER_SIGNING: "m.cross_signing.user_signing",
 }
-_PASSWORD_STAGE = "m.login.password"
+_PASSWORD_STAGE = "m.login.password"  # noqa: S105 (the UIA stage name)
 # Matrix Authentication Service asks the user to approve a reset in the browser (MSC4312).
 _MAS_RESET_STAGES = ("org.matrix.cross_signing_reset", "m.oauth")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bot.alerting.matchers import Matcher, MatchType, parse_matchers
+from bot.alertmanager.matchers import Matcher, MatchType, parse_matchers
 from bot.errors import UsageError
 
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bot.store.readiness import StoredRun
-from config.readiness_model import Plan
+from bot.readiness.store import StoredRun
+from config.readiness_plan import Plan
 
 # Colour-blind-safe (Okabe-Ito), overall first in black.
 OVERALL_COLOUR = (0, 0, 0)

@@ -28,7 +28,7 @@ from bot.readiness.results import ICONS, Mark
 from bot.readiness.service import ReadinessService, Report
 from bot.readiness.targets import resolve
 from bot.render.templates import Templates
-from config.readiness_model import Plan, load_plan
+from config.readiness_plan import Plan, load_plan
 
 if TYPE_CHECKING:
     from bot.kube.client import KubeApi
@@ -87,7 +87,7 @@ def run(
 async def _probe(settings: Settings, plan: Plan, kube: KubeApi | None) -> Report:
     readiness = settings.readiness
     alertmanager_url = readiness.alertmanager_url or settings.alertmanager.api_url
-    from bot.alerting.api import AlertmanagerApi
+    from bot.alertmanager.api import AlertmanagerApi
     from bot.readiness.feature import gated_applications
 
     def environment() -> ProbeEnv:

@@ -1,6 +1,6 @@
 """Evaluating the plan's conditions on Kubernetes objects (plain dicts). Pure.
 
-See ``config.readiness_model.Condition`` for the operators and how a path
+See ``config.readiness_plan.Condition`` for the operators and how a path
 with ``[]`` and a missing path behave.
 """
 
@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from config.readiness_model import AnyCondition, Condition, parse_path, prometheus_duration_s
+from config.readiness_plan import AnyCondition, Condition, parse_path, prometheus_duration_s
 
 KubeObject = dict[str, Any]
 _MAX_SHOWN_CHARS = 80

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bot.readiness.results import Cause, Mark
-from config.readiness_model import Plan
+from config.readiness_plan import Plan
 
 # A cause of "unknown" of one probe's own (not general) shared by this many criteria becomes a notice.
 _NOTICE_MIN_CRITERIA = 2

@@ -12,18 +12,18 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from bot.alerting.api import AlertmanagerApi
-from bot.deadman import DeadmansSwitch
+from bot.alertmanager.api import AlertmanagerApi
+from bot.deadman.switch import DeadmansSwitch
 from bot.features import FeatureContext, FeatureParts
 from bot.readiness.probes import ProbeEnv
 from bot.readiness.prometheus import PrometheusApi
 from bot.readiness.render import digest_message
 from bot.readiness.service import ReadinessService
+from bot.readiness.store import ReadinessRepo
 from bot.scheduling import CronScheduleTrigger
-from bot.store.readiness import ReadinessRepo
 from config.approvals import application_name
 from config.cron import parse_cron
-from config.readiness_model import load_plan
+from config.readiness_plan import load_plan
 
 if TYPE_CHECKING:
     from bot.kube.client import KubeApi
@@ -92,7 +92,7 @@ def _drills(ctx: FeatureContext) -> DrillHistory | None:
     if not (ctx.settings.velero.enabled and ctx.settings.velero.drills.enabled):
         return None
     # Imported only here, like the kubernetes client: drills need a cluster.
-    from bot.velero.drills import DrillService
+    from bot.drills.service import DrillService
 
     return ctx.extensions.find(DrillService)
 

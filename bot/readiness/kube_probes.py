@@ -17,7 +17,7 @@ from bot.readiness.conditions import describe_all, failing, holds_all, shown_at
 from bot.readiness.results import Cause, Mark, ProbeResult, all_of
 from config.cron import due_by, parse_cron
 from config.durations import format_duration
-from config.readiness_model import (
+from config.readiness_plan import (
     CountProbe,
     CountSource,
     CoverageProbe,

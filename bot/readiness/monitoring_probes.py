@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from bot.readiness.alertmanager_config import AlertmanagerConfigError, parse_config
 from bot.readiness.causes import general
 from bot.readiness.results import ProbeResult
-from config.readiness_model import AlertmanagerProbe, Probe, PrometheusProbe, PrometheusRuleProbe
+from config.readiness_plan import AlertmanagerProbe, Probe, PrometheusProbe, PrometheusRuleProbe
 
 if TYPE_CHECKING:
     # Annotations only: commands reach this module and must not load aiohttp.

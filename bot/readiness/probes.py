@@ -22,10 +22,10 @@ from bot.errors import UserError
 from bot.readiness import kube_probes, monitoring_probes, self_probes
 from bot.readiness.causes import cause_of, general
 from bot.readiness.results import Mark, ProbeResult, all_of, any_of
-from config.readiness_model import AllProbe, AnyProbe, ManualProbe, Plan, Probe
+from config.readiness_plan import AllProbe, AnyProbe, ManualProbe, Plan, Probe
 
 if TYPE_CHECKING:
-    from bot.alerting.api import AlertmanagerApi
+    from bot.alertmanager.api import AlertmanagerApi
     from bot.kube.client import KubeApi
     from bot.readiness.prometheus import PrometheusApi
     from bot.readiness.self_probes import DrillHistory, WatchdogSource
@@ -77,7 +77,7 @@ class ProbeEnv:
     watchdog: WatchdogSource | None = None
     # Argo CD Application names gated by readybot; None: not known here.
     gated_apps: frozenset[str] | None = None
-    # The last passed restore drill (bot.velero.drills); None: drills are off here.
+    # The last passed restore drill (bot.drills.service); None: drills are off here.
     drills: DrillHistory | None = None
     clock: Callable[[], float] = time.time
     cache: RunCache = field(default_factory=RunCache)

@@ -11,11 +11,11 @@ from bot.readiness.engine import Change, Scorecard, Tally, ids_text, percent
 from bot.readiness.probes import describe_probe, leaf_probes
 from bot.readiness.results import ICONS, Mark
 from bot.readiness.service import Report
+from bot.readiness.store import StoredResult
 from bot.readiness.targets import Target, criteria_of, steps_of
 from bot.render.message import Message
 from bot.render.templates import Templates
-from bot.store.readiness import StoredResult
-from config.readiness_model import ManualProbe, Plan
+from config.readiness_plan import ManualProbe, Plan
 
 GROUP_ICONS = {"pass": "✅", "fail": "❌", "unknown": "❔", "manual": "📝", "none": "—"}
 DEFERRED_ICON = "⏸"

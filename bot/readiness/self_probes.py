@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING, Protocol
 from bot.readiness.causes import general
 from bot.readiness.results import ProbeResult
 from config.durations import format_duration
-from config.readiness_model import Probe, ReadybotProbe
+from config.readiness_plan import Probe, ReadybotProbe
 
 if TYPE_CHECKING:
-    from bot.deadman import SourceView
+    from bot.deadman.switch import SourceView
+    from bot.drills.service import PassedDrill
     from bot.readiness.probes import ProbeEnv
-    from bot.velero.drills import PassedDrill
     from config.deadman import DeadmanSettings
 
 
 class WatchdogSource(Protocol):
-    """What ``bot.deadman.DeadmansSwitch`` offers: its settings and each source's state."""
+    """What ``bot.deadman.switch.DeadmansSwitch`` offers: its settings and each source's state."""
 
     settings: DeadmanSettings
 
@@ -27,7 +27,7 @@ class WatchdogSource(Protocol):
 
 
 class DrillHistory(Protocol):
-    """What ``bot.velero.drills.DrillService`` offers: the last restore drill that passed."""
+    """What ``bot.drills.service.DrillService`` offers: the last restore drill that passed."""
 
     async def last_passed(self) -> PassedDrill | None: ...
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from bot.readiness.engine import Change, CriterionResult, Scorecard, compare, score
 from bot.readiness.probes import ProbeEnv, run_plan
-from bot.store.readiness import ReadinessRepo, StoredResult, StoredRun
-from config.readiness_model import Plan
-from config.readiness_settings import ReadinessSettings
+from bot.readiness.store import ReadinessRepo, StoredResult, StoredRun
+from config.readiness import ReadinessSettings
+from config.readiness_plan import Plan
 
 log = logging.getLogger(__name__)
 

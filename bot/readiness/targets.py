@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.errors import UserError
-from config.readiness_model import Criterion, Phase, Plan, Step
+from config.readiness_plan import Criterion, Phase, Plan, Step
 
 TargetKind = Literal["category", "phase", "step", "criterion"]
 

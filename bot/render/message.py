@@ -36,6 +36,17 @@ class Message:
         return body
 
 
+def mentioning_content(message: Message, *, room: bool) -> dict[str, Any]:
+    """The message's content with intentional mentions: only the room, and only when asked.
+
+    An empty ``m.mentions`` also keeps clients from pinging on words in the
+    text (an alert's or an event's, which the bot does not control).
+    """
+    content = message.content()
+    content["m.mentions"] = {"room": True} if room else {}
+    return content
+
+
 def fit_lines(lines: list[str], budget: int = MAX_FIELD_BYTES, more: str = "… and {n} more") -> list[str]:
     """Keep leading lines within ``budget`` escaped bytes; say how many were left out."""
     kept: list[str] = []
@@ -51,17 +62,21 @@ def fit_lines(lines: list[str], budget: int = MAX_FIELD_BYTES, more: str = "… 
     return kept
 
 
-def _clip(text: str) -> str:
-    """Last-resort cut for one oversized field; callers should use fit_lines first."""
-    if escaped_size(text) <= MAX_FIELD_BYTES:
+def clip(text: str, max_bytes: int, marker: str = "…") -> str:
+    """``text`` cut (ending in ``marker``) to at most ``max_bytes`` escaped bytes."""
+    if escaped_size(text) <= max_bytes:
         return text
-    marker = "\n… (truncated)"
     low, high = 0, len(text)
     # Binary search the longest prefix that fits: escaping makes size non-linear.
     while low < high:
         mid = (low + high + 1) // 2
-        if escaped_size(text[:mid] + marker) <= MAX_FIELD_BYTES:
+        if escaped_size(text[:mid] + marker) <= max_bytes:
             low = mid
         else:
             high = mid - 1
     return text[:low] + marker
+
+
+def _clip(text: str) -> str:
+    """Last-resort cut for one oversized field; callers should use fit_lines first."""
+    return clip(text, MAX_FIELD_BYTES, "\n… (truncated)")

@@ -5,7 +5,6 @@ from bot.store.database import Database
 from bot.store.handled import HandledEvents
 from bot.store.kv import KeyValueRepo
 from bot.store.migrations import SchemaTooNewError
-from bot.store.outbox_repo import OutboxId, OutboxRepo
 
 __all__ = [
     "AuditEntry",
@@ -13,7 +12,5 @@ __all__ = [
     "Database",
     "HandledEvents",
     "KeyValueRepo",
-    "OutboxId",
-    "OutboxRepo",
     "SchemaTooNewError",
 ]

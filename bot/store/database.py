@@ -18,14 +18,14 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from bot.errors import StoreUnavailableError
-from bot.store import migrations
+from bot.store.migrations import Migration, migrate
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ _BUSY_TIMEOUT_MS = 5_000
 
 
 class Database:
-    """An open store file. Create with ``await Database.open(path)``."""
+    """An open store file. Create with ``await Database.open(path, migrations=MIGRATIONS)``."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path, clock: Callable[[], float]) -> None:
         self._conn = conn
@@ -49,10 +49,19 @@ class Database:
         self._closed = False
 
     @classmethod
-    async def open(cls, path: Path, *, clock: Callable[[], float] = time.time) -> Database:
+    async def open(
+        cls,
+        path: Path,
+        *,
+        migrations: Sequence[Migration],
+        clock: Callable[[], float] = time.time,
+    ) -> Database:
         """Open (creating if needed) the store at ``path`` and bring its schema up to date.
 
-        Raises ``migrations.SchemaTooNewError`` if the file was written by a
+        ``migrations`` is the whole ordered list (``bot.schema.MIGRATIONS``,
+        assembled by the composition root), so the store knows no capability.
+
+        Raises ``SchemaTooNewError`` if the file was written by a
         newer readybot; the connection is closed again in that case.
         """
         await asyncio.to_thread(_create_private, path)
@@ -63,7 +72,7 @@ class Database:
             conn.row_factory = sqlite3.Row
             await _configure(conn)
             db = cls(conn, path, clock)
-            await migrations.migrate(db)
+            await migrate(db, migrations)
         except BaseException:
             await conn.close()
             raise

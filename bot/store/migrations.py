@@ -1,9 +1,14 @@
 """Schema migrations: an ordered list of functions keyed by ``PRAGMA user_version``.
 
 The file's ``user_version`` is the number of migrations applied. Migration
-``N`` (1-based) is ``MIGRATIONS[N - 1]``; it runs in the same transaction that
+``N`` (1-based) is ``migrations[N - 1]``; it runs in the same transaction that
 sets ``user_version = N``, so a crash leaves either the old or the new schema,
 never half of one. Append new migrations; never edit or reorder shipped ones.
+
+This module is the mechanism and the core tables (kv, audit, handled events,
+outbox). The ordered list, with each capability's tables, is assembled by the
+composition root (``bot.schema.MIGRATIONS``) and handed to ``Database.open``:
+the store imports no capability.
 """
 
 from __future__ import annotations
@@ -13,15 +18,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import aiosqlite
-
-from bot.store.alert_groups import migrate_alert_groups
-from bot.store.approvals import migrate_approvals
-from bot.store.falco import migrate_falco
-from bot.store.heartbeats import migrate_heartbeats
-from bot.store.outbox_media import migrate_outbox_media
-from bot.store.readiness import migrate_readiness
-from bot.store.restore_drills import migrate_restore_drills
-from bot.store.velero import migrate_velero
 
 if TYPE_CHECKING:
     from bot.store.database import Database
@@ -43,7 +39,7 @@ class SchemaTooNewError(RuntimeError):
         self.known = known
 
 
-async def _v1_initial(conn: aiosqlite.Connection) -> None:
+async def v1_initial(conn: aiosqlite.Connection) -> None:
     # No IF NOT EXISTS: running a migration twice is a bug and must be loud.
     await conn.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     await conn.execute(
@@ -102,24 +98,10 @@ async def _v1_initial(conn: aiosqlite.Connection) -> None:
     await conn.execute("CREATE INDEX outbox_pending ON outbox (room_id, id) WHERE state = 'pending'")
 
 
-async def _v9_audit_sender_device(conn: aiosqlite.Connection) -> None:
+async def v9_audit_sender_device(conn: aiosqlite.Connection) -> None:
     """Which device a command came from, and whether its owner had cross-signed it (NULL: unknown)."""
     await conn.execute("ALTER TABLE audit ADD COLUMN sender_device TEXT")
     await conn.execute("ALTER TABLE audit ADD COLUMN cross_signed INTEGER")
-
-
-MIGRATIONS: Sequence[Migration] = (
-    _v1_initial,
-    migrate_heartbeats,
-    migrate_approvals,
-    migrate_alert_groups,
-    migrate_velero,
-    migrate_falco,
-    migrate_outbox_media,
-    migrate_readiness,
-    _v9_audit_sender_device,
-    migrate_restore_drills,
-)
 
 
 async def schema_version(db: Database) -> int:
@@ -128,7 +110,7 @@ async def schema_version(db: Database) -> int:
     return 0 if row is None else int(row[0])
 
 
-async def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+async def migrate(db: Database, migrations: Sequence[Migration]) -> int:
     """Apply the migrations the store lacks, one transaction each; return the final version."""
     current = await schema_version(db)
     if current > len(migrations):

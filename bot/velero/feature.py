@@ -96,6 +96,8 @@ def _watch(
         # retried with back-off inside, never raised.
         await watch_resource(api, *resource, namespace, on_event, stop, on_relist=on_relist, status=status)
 
+    # The root task's name (bot.app names each after its coroutine): which watch died.
+    run.__qualname__ = f"velero_watch[{on_event.__name__}]"
     return run
 
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from bot.render.message import Message, fit_lines
 from bot.render.templates import Templates
-from bot.store.velero import MissedAlert, OutcomeRecord
 from bot.velero.model import LocationView, Phase, RunKind, RunView, ScheduleView
 from bot.velero.outcomes import Missed
+from bot.velero.store import MissedAlert, OutcomeRecord
 from config.durations import format_duration
 from config.velero import VeleroSettings
 

@@ -1,7 +1,7 @@
 """The Velero relay's glue: watch callbacks and checks in, "reported" rows and outbox messages out.
 
 Exactly once, across relists and restarts: every message is queued in the
-same transaction as the row that says it was (``bot.store.velero``), and that
+same transaction as the row that says it was (``bot.velero.store``), and that
 row is a compare-and-set. A relist (after a 410, or at start-up) sees every
 object again; whatever already has its row is skipped, whatever ended while
 the bot was away or the watch was broken has none and is reported then.
@@ -25,12 +25,10 @@ from typing import Any, Final, Protocol
 import aiosqlite
 
 from bot.kube.errors import KubeError
-from bot.outbox import EventRef, Outbox, OutboxId, OutboxState
+from bot.outbox import Outbox
 from bot.render.message import Message
 from bot.render.templates import Templates
 from bot.store.database import Database
-from bot.store.outbox_repo import OutboxRepo
-from bot.store.velero import LocationRecord, MissedAlert, OutcomeRecord, VeleroRepo
 from bot.velero import render
 from bot.velero.model import (
     LocationView,
@@ -52,6 +50,7 @@ from bot.velero.outcomes import (
     missed_run,
     recent_enough,
 )
+from bot.velero.store import LocationRecord, MissedAlert, OutcomeRecord, VeleroRepo
 from config.cron import CronError, Schedule, parse_cron
 from config.velero import VeleroSettings
 
@@ -139,7 +138,6 @@ class VeleroService:
         self.rooms = tuple(settings.rooms)
         self._db = db
         self._outbox = outbox
-        self._outbox_rows = OutboxRepo(db)
         self._repo = VeleroRepo(db)
         self._templates = templates
         self._clock = clock
@@ -444,26 +442,9 @@ class VeleroService:
         """Queue ``message`` in every room (in the caller's transaction); {room: outbox id}."""
         refs: dict[str, int] = {}
         for room in self.rooms:
-            target = await self._reply_target(conn, room, (reply_to or {}).get(room))
+            target = await self._outbox.reply_target(room, (reply_to or {}).get(room), tx=conn)
             refs[room] = await self._outbox.send_message(room, message.content(), reply_to=target, tx=conn)
         return refs
-
-    async def _reply_target(self, conn: aiosqlite.Connection, room: str, ref: int | None) -> EventRef | None:
-        """What a follow-up can reply to: the earlier message's event id, its pending row, or nothing.
-
-        Nothing when that message failed or its row was pruned: the follow-up
-        must get out regardless.
-        """
-        if ref is None:
-            return None
-        row = await self._outbox_rows.get_in(conn, OutboxId(ref))
-        if row is None or row.room_id != room:
-            return None
-        if row.state is OutboxState.SENT and row.event_id is not None:
-            return row.event_id
-        if row.state is OutboxState.PENDING:
-            return row.id
-        return None
 
     def _healthy(self, *plurals: str) -> bool:
         for plural in plurals:

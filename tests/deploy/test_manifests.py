@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from bot.http.server import Health, build_http_app
 from bot.metrics import Metrics
-from bot.webhooks.server import Health, build_http_app
 from tests.deploy.helpers import (
     BASE,
     DEPLOY,
@@ -454,7 +454,7 @@ def _service_url(rendered: tuple[KubeObject, ...]) -> str:
 
 def test_alertmanager_example_posts_to_the_bots_hook(rendered: tuple[KubeObject, ...]) -> None:
     """The Alertmanager example posts to <the Service>/hooks/<the relay's hook> with a bearer token."""
-    from bot.alerting.feature import HOOK_NAME
+    from bot.alertmanager.feature import HOOK_NAME
 
     config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yaml").read_text(encoding="utf-8"))
     webhooks = [w for r in config["receivers"] for w in r.get("webhook_configs", [])]

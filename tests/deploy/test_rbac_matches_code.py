@@ -49,7 +49,7 @@ HARNESS_TESTS: Final = ("tests/kube/",)
 # (test node id prefix, verb, group, resource): requests a test makes itself, not the bot.
 TEST_ACTORS: Final = {
     (
-        "tests/unit/test_velero_service.py::test_a_deleted_schedule_takes_its_alert_along",
+        "tests/unit/velero/test_velero_service.py::test_a_deleted_schedule_takes_its_alert_along",
         "delete",
         "velero.io",
         "schedules",

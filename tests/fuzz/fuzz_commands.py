@@ -29,27 +29,29 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from bot.alerting.matchers import Matcher, MatchType
-from bot.alerting.models import Alert, Silence
-from bot.alerting.silences import SilenceService
-from bot.deadman import DeadmansSwitch
+from bot.alertmanager.matchers import Matcher, MatchType
+from bot.alertmanager.models import Alert, Silence
+from bot.alertmanager.silences import SilenceService
+from bot.deadman.switch import DeadmansSwitch
 from bot.dispatcher import Dispatcher, IncomingCommand
+from bot.extensions import Extensions
 from bot.falco.relay import FalcoRelay
-from bot.features import Authorizer, Extensions, PowerLookup
+from bot.falco.render import FalcoRenderer
+from bot.falco.store import FalcoRepo
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxKind
+from bot.permissions import Authorizer
 from bot.readiness.probes import ProbeEnv
 from bot.readiness.service import ReadinessService
-from bot.relays.render_falco import FalcoRenderer
 from bot.render.templates import Templates
+from bot.schema import MIGRATIONS
 from bot.services import Services
 from bot.store import Database
 from bot.store.audit import AuditRepo
-from bot.store.falco import FalcoRepo
 from commands import load_all
 from commands.registry import registry
-from config.readiness_model import SHIPPED_PLAN, load_plan
-from config.readiness_settings import ReadinessSettings
+from config.readiness import ReadinessSettings
+from config.readiness_plan import SHIPPED_PLAN, load_plan
 from config.settings import Settings
 from tests.fuzz.targets import LoopHost, PropertyViolated, Target, check_event_size
 
@@ -219,7 +221,7 @@ def registry_parse_addresses(text: str) -> bool:
 
 async def _open_stack() -> _Stack:
     directory = Path(tempfile.mkdtemp(prefix="readybot-fuzz-commands-"))
-    db = await Database.open(directory / "readybot.sqlite3")
+    db = await Database.open(directory / "readybot.sqlite3", migrations=MIGRATIONS)
     outbox = Outbox(db, clock=db.clock)
     audit = AuditRepo(db)
     templates = Templates()
@@ -268,7 +270,7 @@ async def _open_stack() -> _Stack:
         metrics=Metrics(),
         clock=db.clock,
         version="fuzz",
-        authorizer=Authorizer(PowerLookup()),
+        authorizer=Authorizer(),
         extensions=extensions,
     )
     return _Stack(directory, db, Dispatcher(services))

@@ -18,30 +18,30 @@ from typing import Any
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from bot.alerting.relay import notification_of
+from bot.alertmanager.groups import merge
+from bot.alertmanager.relay import notification_of
+from bot.alertmanager.render import AlertRenderer
+from bot.alertmanager.webhook import parse_payload
 from bot.approvals.machine import State
 from bot.approvals.render import prompt_content, render_list, render_outcome
+from bot.approvals.store import ApprovalRecord
+from bot.falco.events import event_key
+from bot.falco.render import FalcoRenderer
+from bot.falco.state import Aggregate, Digest, Mute
+from bot.falco.webhook import parse_event
+from bot.http.common import PayloadError
 from bot.readiness.engine import CriterionResult, Tally, compare, score
 from bot.readiness.render import detail_message, digest_message, status_message
 from bot.readiness.results import Mark
 from bot.readiness.service import Report
 from bot.readiness.targets import Target as ReadinessTarget
-from bot.relays.alertmanager import merge
-from bot.relays.falco import event_key
-from bot.relays.falco_state import Aggregate, Digest, Mute
-from bot.relays.render_alerts import AlertRenderer
-from bot.relays.render_falco import FalcoRenderer
 from bot.render.templates import Templates
-from bot.store.approvals import ApprovalRecord
-from bot.store.velero import OutcomeRecord
 from bot.velero import render as velero
 from bot.velero.model import Phase, RunKind, parse_location, parse_run
-from bot.webhooks.alertmanager import parse_payload
-from bot.webhooks.common import PayloadError
-from bot.webhooks.falco import parse_event
-from config.alerting import AlertmanagerSettings
+from bot.velero.store import OutcomeRecord
+from config.alertmanager import AlertmanagerSettings
 from config.falco import PRIORITIES, FalcoSettings
-from config.readiness_model import SHIPPED_PLAN, load_plan
+from config.readiness_plan import SHIPPED_PLAN, load_plan
 from tests.fuzz.targets import Target, check_event_size
 
 TEMPLATES = Templates()

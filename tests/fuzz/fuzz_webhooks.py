@@ -34,21 +34,22 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from bot.alerting.relay import AlertRelay
-from bot.deadman import DeadmansSwitch
+from bot.alertmanager.relay import AlertRelay
+from bot.alertmanager.render import AlertRenderer
+from bot.alertmanager.store import AlertGroupRepo
+from bot.alertmanager.webhook import alertmanager_handler
+from bot.deadman.switch import DeadmansSwitch
 from bot.falco.relay import FalcoMetrics, FalcoRelay
+from bot.falco.render import FalcoRenderer
+from bot.falco.store import FalcoRepo
+from bot.falco.webhook import WebhookMetrics, falco_handler
+from bot.http.server import Health, build_http_app
 from bot.metrics import Metrics
 from bot.outbox import Outbox
-from bot.relays.render_alerts import AlertRenderer
-from bot.relays.render_falco import FalcoRenderer
 from bot.render.templates import Templates
+from bot.schema import MIGRATIONS
 from bot.store import Database
-from bot.store.alert_groups import AlertGroupRepo
-from bot.store.falco import FalcoRepo
-from bot.webhooks.alertmanager import alertmanager_handler
-from bot.webhooks.falco import WebhookMetrics, falco_handler
-from bot.webhooks.server import Health, build_http_app
-from config.alerting import AlertmanagerSettings
+from config.alertmanager import AlertmanagerSettings
 from config.deadman import DeadmanSettings
 from config.falco import FalcoSettings
 from tests.fuzz.targets import LoopHost, PropertyViolated, Target
@@ -171,7 +172,7 @@ class WebhookHarness:
 
 async def _open_stack() -> _Stack:
     directory = Path(tempfile.mkdtemp(prefix="readybot-fuzz-webhooks-"))
-    db = await Database.open(directory / "readybot.sqlite3")
+    db = await Database.open(directory / "readybot.sqlite3", migrations=MIGRATIONS)
     outbox = Outbox(db, clock=db.clock)
     templates = Templates()
     metrics = Metrics()

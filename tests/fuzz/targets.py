@@ -50,7 +50,7 @@ class Target:
 def encrypted_edit_size(content: dict[str, Any], kind: OutboxKind = OutboxKind.EDIT) -> int:
     """Bytes of the event carrying ``content`` in an encrypted room, the worst case.
 
-    As the existing size tests measure it (tests/unit/test_alert_relay.py):
+    As the existing size tests measure it (tests/unit/alertmanager/test_alert_relay.py):
     the content built as the outbox sends it (an edit carries the text twice),
     with the longest event and room ids, ASCII-escaped JSON as nio sends it,
     base64'd by Megolm (4/3), plus 2,000 bytes for the encrypted envelope.

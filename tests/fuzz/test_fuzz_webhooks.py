@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import example, given, settings
 
-from bot.webhooks.common import PayloadError, decode_json_object
+from bot.http.common import PayloadError, decode_json_object
 from tests.fuzz.conftest import FUZZ
 from tests.fuzz.fuzz_webhooks import TOKENS, WEBHOOKS, Request
 

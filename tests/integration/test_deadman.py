@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 from nio import Event, RoomMessageNotice
 
+from bot.deadman.store import HeartbeatRepo
 from bot.demo.synapse import SynapseServer, free_port
-from bot.store.heartbeats import HeartbeatRepo
 from tests.integration.alertmanager import AlertmanagerServer, receiver_config
 from tests.integration.botrunner import RunningBot, bot_settings
 from tests.integration.fixtures import AlertmanagerFactory

@@ -21,10 +21,10 @@ import aiohttp
 import pytest
 from nio import AsyncClient, LoginResponse
 
+from bot.approvals.store import ApprovalRepo
 from bot.demo.synapse import SynapseServer, free_port
 from bot.matrix.cross_signing import device_signed_by_owner, published_identity
 from bot.matrix.identity import raw_request
-from bot.store.approvals import ApprovalRepo
 from tests.integration.argo_world import WAIT_S, Controller, gated
 from tests.integration.botrunner import RunningBot, bot_settings
 from tests.integration.element import ElementEvent, ElementFactory, ElementPerson, Shield

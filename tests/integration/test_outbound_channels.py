@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from bot.alerting.notify import HttpNoticeChannel, SelfPing
-from bot.deadman import SecondaryChannelError
+from bot.deadman.channels import HttpNoticeChannel, SelfPing
+from bot.deadman.switch import SecondaryChannelError
 from config.deadman import SecondaryChannelSettings, SelfPingSettings
 
 TOKEN = "channel-secret-Vd93"

@@ -21,9 +21,10 @@ from nio.crypto import decrypt_attachment
 from PIL import Image
 from pydantic import TypeAdapter
 
-from bot.alerting.api import AlertmanagerApi
-from bot.deadman import DeadmansSwitch
+from bot.alertmanager.api import AlertmanagerApi
+from bot.deadman.switch import DeadmansSwitch
 from bot.demo.synapse import SynapseServer, free_port
+from bot.drills.service import PassedDrill
 from bot.outbox import Outbox
 from bot.readiness.engine import Scorecard
 from bot.readiness.probes import ProbeEnv, run_probe
@@ -32,11 +33,11 @@ from bot.readiness.render import status_message
 from bot.readiness.results import Mark
 from bot.readiness.service import ReadinessService
 from bot.render.templates import Templates
+from bot.schema import MIGRATIONS
 from bot.store.database import Database
-from bot.velero.drills import PassedDrill
 from config.deadman import DeadmanSettings
-from config.readiness_model import Probe
-from config.readiness_settings import ReadinessSettings
+from config.readiness import ReadinessSettings
+from config.readiness_plan import Probe
 from tests.integration.alertmanager import AlertmanagerServer, find_alertmanager
 from tests.integration.botrunner import RunningBot, bot_settings
 from tests.integration.fixtures import ALERTMANAGER_MISSING, in_ci
@@ -195,7 +196,7 @@ def done_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 async def deadman(tmp_path: Path) -> AsyncIterator[DeadmansSwitch]:
-    db = await Database.open(tmp_path / "deadman.sqlite3")
+    db = await Database.open(tmp_path / "deadman.sqlite3", migrations=MIGRATIONS)
     yield DeadmansSwitch(
         DeadmanSettings(threshold_s=300, check_interval_s=30),
         db=db,

@@ -8,8 +8,9 @@ from typing import cast
 
 import pytest
 
+from bot.catalog import enabled_features
 from bot.errors import ConfigError
-from bot.features import Extensions, FeatureContext, enabled_features
+from bot.features import Extensions, FeatureContext
 from bot.kube.client import KubeApi
 from bot.kube.errors import ClusterUnreachable
 from bot.kube.feature import kubernetes_feature

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from bot.approvals.service import ApprovalDeps, ApprovalService
+from bot.approvals.store import ApprovalRecord
 from bot.outbox import Outbox
+from bot.outbox.repo import OutboxId, OutboxRepo
 from bot.permissions import decide
 from bot.render.templates import Templates
-from bot.store.approvals import ApprovalRecord
+from bot.schema import MIGRATIONS
 from bot.store.audit import AuditEntry, AuditRepo
 from bot.store.database import Database
-from bot.store.outbox_repo import OutboxId, OutboxRepo
 from config.approvals import ApprovalsSettings, GatedApp
 from config.base import PermissionRule
 from tests.unit.argo_fake import FakeArgo, application
@@ -82,7 +83,7 @@ class Env:
 
     async def open(self) -> Env:
         """Open (or reopen, as after a restart) the store and build a fresh service on it."""
-        self.db = await Database.open(self.path, clock=self.clock)
+        self.db = await Database.open(self.path, migrations=MIGRATIONS, clock=self.clock)
         self.outbox = Outbox(self.db, clock=self.clock)
         self.audit = AuditRepo(self.db)
         self.service = ApprovalService(

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from config.readiness_model import SHIPPED_PLAN, Plan, load_plan
+from config.readiness_plan import SHIPPED_PLAN, Plan, load_plan
 from tests.kube.store import ObjectStore
 from tests.samples import sample
 
