@@ -76,23 +76,26 @@ _TESTS = Path(__file__).resolve().parent
 CLOCK_SUITES = tuple(
     _TESTS / name
     for name in (
-        "unit/test_deadman.py",
-        "unit/test_velero_service.py",
-        "unit/test_velero_outcomes.py",
-        "unit/test_approvals_machine.py",
-        "unit/test_approvals_service.py",
-        "unit/test_silences.py",
-        "unit/test_matchers.py",
-        "unit/test_falco_relay.py",
-        "unit/test_readiness_conditions.py",
-        "unit/test_readiness_probes.py",
-        "unit/test_readiness_feature.py",
+        "unit/deadman/test_deadman.py",
+        "unit/velero/test_velero_service.py",
+        "unit/velero/test_velero_outcomes.py",
+        "unit/approvals/test_approvals_machine.py",
+        "unit/approvals/test_approvals_service.py",
+        "unit/alertmanager/test_silences.py",
+        "unit/alertmanager/test_matchers.py",
+        "unit/falco/test_falco_relay.py",
+        "unit/readiness/test_readiness_conditions.py",
+        "unit/readiness/test_readiness_probes.py",
+        "unit/readiness/test_readiness_feature.py",
+        "unit/drills/test_restore_drills.py",
+        "unit/core/test_cron.py",
         # Not the integration tests that run Alertmanager (test_silences, test_deadman):
         # a Go binary reads the real clock, not faketime's, and refuses silences that
         # end in its past or alerts that ended long ago.
         "integration/test_velero.py",
         "integration/test_approvals.py",
         "integration/test_falco.py",
+        "integration/test_restore_drills.py",
     )
 )
 
