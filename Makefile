@@ -48,7 +48,7 @@ bench: install  ## !ping round trip vs a bare nio echo client, and the bot's mem
 	$(UV) run python bench/ping_rtt.py
 
 bench-alerts: install  ## webhook answer, time to visible, 1,000-group burst, 100 groups under default limits
-	$(UV) run python bench/alert_relay.py
+	$(UV) run python bench/alert_relay.py $(BENCH_ARGS)
 
 bench-falco: install  ## 10,000 Falco events in 60 s under the homeserver's default limits
 	$(UV) run python bench/falco_storm.py
