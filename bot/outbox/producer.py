@@ -44,8 +44,11 @@ from bot.outbox.events import EventRef, check_message_content, check_room, check
 from bot.outbox.media import OutboxMediaRepo
 from bot.outbox.repo import NewOutboxRow, OutboxId, OutboxKind, OutboxRepo, OutboxState, Ref, SendLoad
 from bot.store.database import Database
+from config.settings import OutboxSettings
 
 log = logging.getLogger(__name__)
+
+_DEFAULT_IN_FLIGHT = OutboxSettings().max_in_flight_per_room
 
 # Media (a chart) are kept in the store until sent: bound them well below
 # any homeserver's upload limit (Synapse's default is 50 MB).
@@ -76,8 +79,12 @@ class Outbox:
         *,
         clock: Callable[[], float] | None = None,
         on_enqueued: Callable[[], None] | None = None,
+        max_in_flight_per_room: int = _DEFAULT_IN_FLIGHT,
     ) -> None:
         self._db = db
+        # The sender's window (outbox.max_in_flight_per_room): a row with at
+        # least this many pending rows before it is not on its way.
+        self._in_flight_window = max_in_flight_per_room
         self._repo = OutboxRepo(db)
         self._media = OutboxMediaRepo(db)
         self._clock = clock or db.clock
@@ -173,16 +180,20 @@ class Outbox:
     ) -> bool:
         """Give a queued message new content instead of queueing an edit of it; True if done.
 
-        Only a plain message with an earlier pending row in its room
-        qualifies: the sender sends a room's rows in order and reads the next
-        only after settling the one before, so such a row is not on its way
-        now and was never sent (not even before a restart). Its txn id stays.
+        Only a plain message with at least ``max_in_flight_per_room``
+        earlier pending rows in its room qualifies: the sender starts only
+        rows among a room's first ``max_in_flight_per_room`` pending ones, and
+        a row's count of earlier pending rows only shrinks, so such a row is
+        not on its way now and was never sent (not even before a restart,
+        unless the setting was lowered across it). Its txn id stays.
         """
         check_message_content(content)
         check_room(room_id)
         check_size(OutboxKind.MESSAGE, content, target=None, root=None)
         async with self._db.transaction(tx) as conn:
-            done = await self._repo.rewrite_queued_message(conn, room_id, outbox_id, content)
+            done = await self._repo.rewrite_queued_message(
+                conn, room_id, outbox_id, content, behind=self._in_flight_window
+            )
         if done:
             log.debug("outbox %d rewritten before sending", outbox_id)
         return done

@@ -165,10 +165,12 @@ def settings_with(**values: Any) -> AlertmanagerSettings:
     return AlertmanagerSettings.model_validate({"enabled": True, "default_rooms": [ROOM], **values})
 
 
-async def make_relay(path: Path, settings: AlertmanagerSettings, clock: Clock | None = None) -> Relay:
+async def make_relay(
+    path: Path, settings: AlertmanagerSettings, clock: Clock | None = None, *, in_flight: int = 4
+) -> Relay:
     clock = clock or Clock()
     db = await Database.open(path, migrations=MIGRATIONS, clock=clock)
-    outbox = Outbox(db, clock=clock)
+    outbox = Outbox(db, clock=clock, max_in_flight_per_room=in_flight)
     repo = AlertGroupRepo(db)
     beats = Beats()
     relay = AlertRelay(
@@ -476,13 +478,16 @@ async def test_pending_edits_of_one_message_are_coalesced(r: Relay) -> None:
 
 
 async def test_update_of_a_still_queued_message_rewrites_it(r: Relay) -> None:
-    """A group changing while its message still waits behind others: the message itself is updated."""
-    await r.post(payload([alert("x")], key="other", group_labels={"alertname": "Other"}))
+    """A group changing while its message waits behind 4 others (not on its way): the message is updated."""
+    # The outbox sends up to max_in_flight_per_room (4) rows of a room at once:
+    # a message behind 4 pending rows cannot be on its way yet.
+    for n in range(4):
+        await r.post(payload([alert("x")], key=f"other{n}", group_labels={"alertname": f"Other{n}"}))
     await r.post(payload([alert("a")]))
     await r.post(payload([alert("a"), alert("b")]))
     bodies = await r.bodies()
-    assert [k for k, _ in bodies] == ["message", "message"]
-    assert "FIRING ×2" in bodies[1][1]
+    assert [k for k, _ in bodies] == ["message"] * 5
+    assert "FIRING ×2" in bodies[4][1]
 
 
 async def test_refiring_after_resolution_is_a_new_message(r: Relay) -> None:
@@ -724,7 +729,8 @@ def test_storming_reserves_room_for_the_digest() -> None:
 async def test_storm_folds_new_groups_into_one_digest(tmp_path: Path) -> None:
     """Past the budget, new groups are lines of one digest: rewritten while queued, then edited in place."""
     settings = settings_with(send_budget={"burst": 3, "per_minute": 6, "max_delay_s": 10})
-    relay = await make_relay(tmp_path / "storm.sqlite3", settings)
+    # One row in flight per room: the digest, queued behind 2 messages, is rewritten in place.
+    relay = await make_relay(tmp_path / "storm.sqlite3", settings, in_flight=1)
 
     def storm(i: int) -> dict[str, Any]:
         return payload([alert("a")], key=f"g{i}", group_labels={"alertname": f"Storm{i:02}"})
