@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from bot.outbox.budget import RateBudget
+from bot.outbox.budget import RateBudget, SendThroughput
 from config.alertmanager import AlertRoute
 
 AlertStatus = Literal["firing", "resolved"]
@@ -322,11 +322,27 @@ def _regex(pattern: str) -> re.Pattern[str]:
 # -- storms -------------------------------------------------------------------
 
 
-def storming(budget: RateBudget, ahead: int, now: float, max_delay_s: float) -> bool:
+def storming(
+    budget: RateBudget,
+    ahead: int,
+    now: float,
+    max_delay_s: float,
+    throughput: SendThroughput | None = None,
+    fold_after_s: float = float("inf"),
+) -> bool:
     """Whether a new group's own message would wait too long: fold it into the digest instead.
 
     ``ahead`` counts every event queued before it (all rooms: the limit is
-    per user). The digest's own events are reserved on top, so that when
-    this answer turns to yes the digest still goes out within the delay.
+    per user). Two predictions of its wait: the homeserver's rate budget
+    (folds past ``max_delay_s``), and the outbox's measured send rate
+    (folds past ``fold_after_s``), which catches a queue that drains slower
+    than a raised budget allows. The digest's own events are reserved on
+    top, so that when this answer turns to yes the digest still goes out
+    in time.
     """
-    return budget.delay(ahead + DIGEST_RESERVE, now) > max_delay_s
+    if budget.delay(ahead + DIGEST_RESERVE, now) > max_delay_s:
+        return True
+    if throughput is None:
+        return False
+    measured = throughput.wait(ahead + DIGEST_RESERVE, now)
+    return measured is not None and measured > fold_after_s

@@ -38,7 +38,7 @@ from bot.http.common import PayloadError
 from bot.http.server import Health, build_http_app
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxKind, build_event
-from bot.outbox.budget import RateBudget
+from bot.outbox.budget import RateBudget, SendThroughput
 from bot.render.message import MATRIX_EVENT_LIMIT
 from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
@@ -724,6 +724,38 @@ def test_storming_reserves_room_for_the_digest() -> None:
     # With the bucket empty, a lone new group still gets its own message.
     budget.observe([0.0] * 10)
     assert not storming(budget, ahead=0, now=0.0, max_delay_s=default.max_delay_s)
+
+
+def test_throughput_measures_recent_sends_and_predicts_the_wait() -> None:
+    """Sends per second over the last 10 s predict a queued event's wait; too few sends predict nothing."""
+    throughput = SendThroughput(window_s=10.0, min_sends=8)
+    throughput.observe([100.0 + i * 0.05 for i in range(7)])
+    assert throughput.wait(ahead=100, now=100.3) is None  # 7 sends: not enough to tell
+    throughput.observe([100.35])
+    assert throughput.rate(100.35) == pytest.approx(20.0)
+    assert throughput.wait(ahead=59, now=100.35) == pytest.approx(3.0)
+    # Sends older than the window no longer count: an idle outbox has no measured rate.
+    assert throughput.rate(111.0) is None
+
+
+def test_storming_folds_by_measured_throughput_when_the_budget_is_raised() -> None:
+    """A raised budget never folds; the measured rate folds once a new message would wait > fold_after_s."""
+    raised = RateBudget(burst=100_000, per_minute=1_000_000, now=0.0)
+    throughput = SendThroughput()
+    throughput.observe([i / 20 for i in range(20)])  # 20 sends a second
+    now = 1.0
+    # (ahead + reserve 2 + 1) / 20 per second: 57 queued → 3.0 s (ok), 58 → 3.05 s (fold).
+    assert not storming(raised, 57, now, 20.0, throughput, fold_after_s=3.0)
+    assert storming(raised, 58, now, 20.0, throughput, fold_after_s=3.0)
+    # Without the measurement only the budget speaks: with this one, never.
+    assert not storming(raised, 10_000, now, 20.0)
+    # A lone group is never folded by the measurement.
+    assert not storming(raised, 0, now, 20.0, throughput, fold_after_s=0.5)
+    # Nothing measured yet (a quiet outbox): no fold however long the queue.
+    assert not storming(raised, 10_000, now, 20.0, SendThroughput(), fold_after_s=3.0)
+    # The default budget still folds on its own prediction when the sends look fast.
+    default = RateBudget(burst=10, per_minute=12, now=0.0)
+    assert storming(default, 12, 0.0, 20.0, throughput, fold_after_s=3.0)
 
 
 async def test_storm_folds_new_groups_into_one_digest(tmp_path: Path) -> None:
