@@ -77,7 +77,8 @@ class SendBudget(Section):
     # group would be folded.
     max_delay_s: float = Field(default=20.0, ge=1, le=600)
     # The same, predicted from the rate the outbox is measured to send at
-    # (over the last 10 s, once it sent 8 events in them): a budget raised
+    # (over the last 10 s, once it sent 8 events in them; 10/s assumed
+    # before that): a budget raised
     # past what the homeserver and the network can carry still folds a storm
     # within seconds. A lone group is never folded by it (nothing queued).
     fold_after_s: float = Field(default=3.0, ge=0.5, le=600)

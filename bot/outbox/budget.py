@@ -69,19 +69,22 @@ class SendThroughput:
     trip. This measures sends per second over the last ``window_s`` and
     predicts how long an event with ``ahead`` events before it would wait.
     With fewer than ``min_sends`` sends in the window (idle, or a trickle)
-    there is no measurement and no prediction: a quiet outbox is not slow.
+    there is no measurement yet and ``prior_rate`` stands in for it: a burst
+    arriving at a quiet outbox queues hundreds of events before the first
+    eight are sent, and must not all be let through unmeasured.
     """
 
-    def __init__(self, window_s: float = 10.0, min_sends: int = 8) -> None:
+    def __init__(self, window_s: float = 10.0, min_sends: int = 8, prior_rate: float = 10.0) -> None:
         self.window_s = window_s
         self.min_sends = min_sends
+        self.prior_rate = prior_rate
         self._times: deque[float] = deque()
 
     def observe(self, sent_at: Iterable[float]) -> None:
         """Account for events sent at these times (oldest first, each once)."""
         self._times.extend(sent_at)
 
-    def rate(self, now: float) -> float | None:
+    def measured(self, now: float) -> float | None:
         """Sends per second over the window, or None without enough sends to tell."""
         times = self._times
         while times and times[0] < now - self.window_s:
@@ -91,7 +94,11 @@ class SendThroughput:
         span = max(times[-1] - times[0], 1e-3)
         return (len(times) - 1) / span
 
-    def wait(self, ahead: int, now: float) -> float | None:
-        """Seconds until the (ahead + 1)-th next event is sent at the measured rate; None if unmeasured."""
-        rate = self.rate(now)
-        return None if rate is None else (ahead + 1) / rate
+    def rate(self, now: float) -> float:
+        """The measured rate, or ``prior_rate`` while there is no measurement."""
+        measured = self.measured(now)
+        return self.prior_rate if measured is None else measured
+
+    def wait(self, ahead: int, now: float) -> float:
+        """Seconds until the (ahead + 1)-th next event is sent at that rate."""
+        return (ahead + 1) / self.rate(now)

@@ -727,15 +727,17 @@ def test_storming_reserves_room_for_the_digest() -> None:
 
 
 def test_throughput_measures_recent_sends_and_predicts_the_wait() -> None:
-    """Sends per second over the last 10 s predict a queued event's wait; too few sends predict nothing."""
-    throughput = SendThroughput(window_s=10.0, min_sends=8)
+    """Sends per second over the last 10 s predict a queued event's wait; with too few, a prior 10/s."""
+    throughput = SendThroughput(window_s=10.0, min_sends=8, prior_rate=10.0)
     throughput.observe([100.0 + i * 0.05 for i in range(7)])
-    assert throughput.wait(ahead=100, now=100.3) is None  # 7 sends: not enough to tell
+    assert throughput.measured(100.3) is None  # 7 sends: not enough to tell
+    assert throughput.wait(ahead=29, now=100.3) == pytest.approx(3.0)  # at the prior 10/s
     throughput.observe([100.35])
     assert throughput.rate(100.35) == pytest.approx(20.0)
     assert throughput.wait(ahead=59, now=100.35) == pytest.approx(3.0)
-    # Sends older than the window no longer count: an idle outbox has no measured rate.
-    assert throughput.rate(111.0) is None
+    # Sends older than the window no longer count: an idle outbox is back to the prior.
+    assert throughput.measured(111.0) is None
+    assert throughput.rate(111.0) == 10.0
 
 
 def test_storming_folds_by_measured_throughput_when_the_budget_is_raised() -> None:
@@ -751,8 +753,9 @@ def test_storming_folds_by_measured_throughput_when_the_budget_is_raised() -> No
     assert not storming(raised, 10_000, now, 20.0)
     # A lone group is never folded by the measurement.
     assert not storming(raised, 0, now, 20.0, throughput, fold_after_s=0.5)
-    # Nothing measured yet (a quiet outbox): no fold however long the queue.
-    assert not storming(raised, 10_000, now, 20.0, SendThroughput(), fold_after_s=3.0)
+    # Nothing measured yet (a quiet outbox): the prior 10/s, so a burst folds after 27 queued.
+    assert not storming(raised, 27, now, 20.0, SendThroughput(), fold_after_s=3.0)
+    assert storming(raised, 28, now, 20.0, SendThroughput(), fold_after_s=3.0)
     # The default budget still folds on its own prediction when the sends look fast.
     default = RateBudget(burst=10, per_minute=12, now=0.0)
     assert storming(default, 12, 0.0, 20.0, throughput, fold_after_s=3.0)
