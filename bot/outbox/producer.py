@@ -2,8 +2,9 @@
 
 ``Outbox`` is the producer side: it commits a row before returning, so a
 webhook can be answered 2xx as soon as ``send_message`` returns. ``OutboxSender``
-is the consumer: one task per room with pending rows sends that room's rows in
-id order (rooms proceed independently), retrying with back-off while the
+is the consumer: one task per room with pending rows sends that room's rows,
+several at once (``max_in_flight_per_room``) but relations in id order and
+each after its target (rooms proceed independently), retrying with back-off while the
 homeserver is unreachable, pausing every room on a 429 (the rate limit is per
 user), and giving up on a row only after repeated permanent refusals.
 
@@ -16,15 +17,15 @@ device id across restarts, which it does.
 
 Relations (reply, thread, edit, reaction) may point at an earlier row of the
 same room by its ``OutboxId`` instead of an event id; the reference is
-resolved when the dependent row is sent, which per-room order guarantees is
-after its target was settled.
+resolved when the dependent row is sent, which the sender starts only after
+its target was settled.
 
 Under a rate limit every event costs budget, and only a message's newest
 content matters: ``edit(..., supersede=True)`` replaces a still-pending edit
 of the same message, and ``rewrite_pending`` changes a message that is queued
-behind others (so certainly not being sent). The sender records a send only
-if the row's txn id is unchanged, so an edit superseded while on its way is
-sent again with the newer content.
+behind at least ``max_in_flight_per_room`` others (so certainly not being
+sent). The sender records a send only if the row's txn id is unchanged, so
+an edit superseded while on its way is sent again with the newer content.
 """
 
 from __future__ import annotations
@@ -379,8 +380,8 @@ class Outbox:
         row = await self._repo.get_in(conn, ref)
         if row is None:
             raise ValueError(f"outbox row {ref} does not exist (pruned?)")
-        # Per-room order is what guarantees the target is settled before
-        # the dependent row is sent; across rooms there is no such order.
+        # The sender waits for a target of the same room to be settled before
+        # it starts the dependent row; across rooms there is no such wait.
         if row.room_id != room_id:
             raise ValueError(f"outbox row {ref} belongs to another room")
         if row.state is OutboxState.SENT and row.event_id is not None:
