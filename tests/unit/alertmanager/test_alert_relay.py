@@ -761,6 +761,18 @@ def test_storming_folds_by_measured_throughput_when_the_budget_is_raised() -> No
     assert storming(default, 12, 0.0, 20.0, throughput, fold_after_s=3.0)
 
 
+def test_a_storm_folds_once_its_wait_passes_fold_after_s_not_max_delay_s() -> None:
+    """Default budget: a storm folds once a message would wait > 3 s; a lone group keeps its message."""
+    budget = RateBudget(burst=10, per_minute=12, now=0.0)
+    # (ahead + reserve 2 + 1 - 10 tokens) at 5 s each: 7 queued → 0 s, 8 → 5 s (> 3 s: fold).
+    assert not storming(budget, 7, 0.0, 20.0, SendThroughput(), fold_after_s=3.0)
+    assert storming(budget, 8, 0.0, 20.0, SendThroughput(), fold_after_s=3.0)
+    # The bucket spent: a lone group (or a second) still waits up to max_delay_s (15 s, 20 s) for its message.
+    budget.observe([0.0] * 10)
+    assert not storming(budget, 0, 0.0, 20.0, SendThroughput(), fold_after_s=3.0)
+    assert not storming(budget, 1, 0.0, 20.0, SendThroughput(), fold_after_s=3.0)
+
+
 async def test_storm_folds_new_groups_into_one_digest(tmp_path: Path) -> None:
     """Past the budget, new groups are lines of one digest: rewritten while queued, then edited in place."""
     settings = settings_with(send_budget={"burst": 3, "per_minute": 6, "max_delay_s": 10})
