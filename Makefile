@@ -47,8 +47,8 @@ typecheck: install
 bench: install  ## !ping round trip vs a bare nio echo client, and the bot's memory
 	$(UV) run python bench/ping_rtt.py
 
-bench-alerts: install  ## webhook answer, time to visible, 1,000-group burst, 100 groups under default limits
-	$(UV) run python bench/alert_relay.py
+bench-alerts: install  ## answer, time to visible, bursts under open, raised and default limits (BENCH_ARGS=--quick: ~90 s)
+	$(UV) run python bench/alert_relay.py $(BENCH_ARGS)
 
 bench-falco: install  ## 10,000 Falco events in 60 s under the homeserver's default limits
 	$(UV) run python bench/falco_storm.py

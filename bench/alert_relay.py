@@ -12,12 +12,22 @@ E2EE client watches the encrypted room. In one run:
 2. burst: 1,000 distinct groups (1-3 alerts each) posted 20 at a time: the
    answer times, whether every group became visible (in its own message or a
    digest line), none twice, and the time until the last one was visible;
-3. the same burst of 100 groups against a second Synapse with its default
+3. raised limits: the same burst against a Synapse with its default limits
+   where the bot user's rate limit is lifted with the admin API
+   (``override_ratelimit``, what docs/operations.md tells operators to do
+   when the bot falls behind) and the bot's ``send_budget`` raised to match:
+   here nothing needs folding, so it measures how fast the outbox drains;
+4. the same burst of 100 groups against a Synapse with its default
    rate limits (rc_message 0.2/s, burst 10) for the bot user, after one
    warm-up group (the bot's first message in a room sets up encryption) and
    a pause that refills the homeserver's bucket.
 
-    uv run python bench/alert_relay.py [--latency 100] [--burst 1000] [--limited 100]
+For each burst: last and median time until a group is visible, the bot
+process's CPU seconds during the burst and its RSS (idle before, peak
+after). One table at the end.
+
+    uv run python bench/alert_relay.py [--latency 100] [--burst 1000] [--raised 1000] [--limited 100]
+    uv run python bench/alert_relay.py --quick   # smaller sizes, under 2 minutes
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from nio import Event, RoomMessageNotice, RoomMessageText
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import percentile, wait_ready  # noqa: E402
+from bench.common import cpu_seconds, peak_rss_mib, percentile, rss_mib, wait_ready  # noqa: E402
 from bot.demo.synapse import SynapseServer, free_port  # noqa: E402
 from tests.integration.people import Person, register_account  # noqa: E402
 
@@ -210,10 +220,26 @@ class Setup:
     bot: subprocess.Popen[bytes]
 
 
-async def set_up(work: Path, *, open_limits: bool) -> Setup:
+# A send budget no homeserver limit lifted by override_ratelimit would contradict.
+RAISED_BUDGET = "  send_budget:\n    burst: 100000\n    per_minute: 1000000\n"
+
+
+async def lift_rate_limit(synapse: SynapseServer, admin: Person, user_id: str) -> None:
+    """Lift one user's message rate limit: Synapse's admin API, as an operator would."""
+    url = f"{synapse.base_url}/_synapse/admin/v1/users/{user_id}/override_ratelimit"
+    headers = {"Authorization": f"Bearer {admin.client.access_token}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json={"messages_per_second": 0, "burst_count": 0}, headers=headers) as response,
+    ):
+        if response.status != 200:
+            raise RuntimeError(f"override_ratelimit answered {response.status}: {await response.text()}")
+
+
+async def set_up(work: Path, *, open_limits: bool, raised: bool = False) -> Setup:
     synapse = SynapseServer(work / "synapse", open_rate_limits=open_limits)
     synapse.start()
-    person_account = register_account(synapse, "person")
+    person_account = register_account(synapse, "person", admin=raised)
     bare_account = register_account(synapse, "bare")
     bot_account = register_account(synapse, "readybot")
     person = await Person.login(synapse.base_url, person_account.user_id, person_account.password, work / "p")
@@ -222,6 +248,8 @@ async def set_up(work: Path, *, open_limits: bool) -> Setup:
         "bench alerts", encrypted=True, invite=[bot_account.user_id, bare_account.user_id]
     )
     await bare.join(room)
+    if raised:
+        await lift_rate_limit(synapse, person, bot_account.user_id)
     port = free_port()
     config = work / "readybot.yaml"
     config.write_text(
@@ -229,7 +257,7 @@ async def set_up(work: Path, *, open_limits: bool) -> Setup:
         f"  store_dir: {work / 'bot' / 'crypto'}\n  rooms: ['{room}']\n"
         f"http:\n  host: 127.0.0.1\n  port: {port}\n"
         f"store:\n  path: {work / 'bot' / 'readybot.sqlite3'}\nlogging:\n  level: WARNING\n"
-        f"alertmanager:\n  enabled: true\n  default_rooms: ['{room}']\n"
+        f"alertmanager:\n  enabled: true\n  default_rooms: ['{room}']\n" + (RAISED_BUDGET if raised else "")
     )
     env = {
         **os.environ,
@@ -318,6 +346,10 @@ class BurstResult:
     last_visible_s: float | None
     messages: int
     events: int
+    median_visible_s: float | None = None
+    cpu_s: float = float("nan")
+    rss_idle_mib: float = float("nan")
+    rss_peak_mib: float = float("nan")
 
 
 async def warm_up(setup: Setup, run: int, refill_s: float) -> None:
@@ -338,21 +370,39 @@ async def burst(setup: Setup, groups: int, run: int, concurrency: int = 20) -> B
     rng = random.Random(run)
     bodies = [json.dumps(group_payload(run, i, rng.randint(1, 3))).encode() for i in range(groups)]
     seen = Visibility(run, _position=len(setup.person.received))  # only what comes from now on
+    pid = setup.bot.pid
+    rss_idle, cpu_before, rss_peak = rss_mib(pid), cpu_seconds(pid), 0.0
     posting = asyncio.create_task(asyncio.to_thread(burst_in_process, setup.url, bodies, concurrency))
     deadline = time.perf_counter() + VISIBLE_TIMEOUT_S
     # Scan while posting too: a group's visibility time is when it was seen.
     while (not posting.done() or len(seen.visible()) < groups) and time.perf_counter() < deadline:
         await asyncio.sleep(0.01)
         seen.scan(setup.person, setup.room, setup.bot_user)
+        rss_peak = max(rss_peak, rss_mib(pid))
+    cpu = cpu_seconds(pid) - cpu_before
     answers, began = await posting
     # A little longer: a group shown twice would show up now.
     await asyncio.sleep(2)
     seen.scan(setup.person, setup.room, setup.bot_user)
     visible = seen.visible()
     last = max(seen.first_seen[i] for i in visible) - began if len(visible) == groups else None
+    times = [seen.first_seen[i] - began for i in visible]
+    median = percentile(times, 50) if len(visible) == groups else None
     originals = {o for where in seen.shown_in.values() for o in where}
+    # VmHWM: the process's peak, in case a spike fell between two samples.
+    peak = max(rss_peak, peak_rss_mib(pid))
     return BurstResult(
-        groups, answers, len(visible), len(seen.duplicated()), last, len(originals), seen.events
+        groups,
+        answers,
+        len(visible),
+        len(seen.duplicated()),
+        last,
+        len(originals),
+        seen.events,
+        median,
+        cpu,
+        rss_idle,
+        peak,
     )
 
 
@@ -384,42 +434,114 @@ def report_burst(title: str, result: BurstResult, target_s: float) -> None:
     print(f"  last group visible after {last} (target <= {target_s:.0f} s)")
 
 
-async def run(latency_count: int, burst_groups: int, limited_groups: int, work: Path) -> None:
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f} s"
+
+
+def report_table(latency: dict[str, list[float]] | None, bursts: dict[str, BurstResult]) -> None:
+    """Every phase in one table: one column per burst."""
+    rows: list[tuple[str, list[str]]] = [
+        ("groups (alerts posted 20 at a time)", [str(b.groups) for b in bursts.values()]),
+        (
+            "webhook answer p50 / p99",
+            [
+                f"{percentile(b.answers, 50):.1f} / {percentile(b.answers, 99):.1f} ms"
+                for b in bursts.values()
+            ],
+        ),
+        (
+            "visible / lost / shown twice",
+            [f"{b.visible} / {b.groups - b.visible} / {b.duplicated}" for b in bursts.values()],
+        ),
+        ("last group visible after", [_seconds(b.last_visible_s) for b in bursts.values()]),
+        ("median group visible after", [_seconds(b.median_visible_s) for b in bursts.values()]),
+        ("messages / events", [f"{b.messages} / {b.events}" for b in bursts.values()]),
+        ("bot CPU during the burst", [f"{b.cpu_s:.1f} s" for b in bursts.values()]),
+        (
+            "bot RSS idle / peak",
+            [f"{b.rss_idle_mib:.0f} / {b.rss_peak_mib:.0f} MiB" for b in bursts.values()],
+        ),
+    ]
+    heads = list(bursts)
+    width = max(len(r[0]) for r in rows)
+    cols = [max(len(h), *(len(r[1][i]) for r in rows)) for i, h in enumerate(heads)]
+    print()
+    print(
+        "| " + " | ".join(["".ljust(width), *(h.ljust(c) for h, c in zip(heads, cols, strict=True))]) + " |"
+    )
+    print("|" + "|".join("-" * (w + 2) for w in [width, *cols]) + "|")
+    for name, values in rows:
+        cells = [name.ljust(width), *(v.ljust(c) for v, c in zip(values, cols, strict=True))]
+        print("| " + " | ".join(cells) + " |")
+    if latency is not None:
+        answer, visible, bare = latency["answer"], latency["visible"], latency["bare"]
+        print(
+            f"latency, one group at a time (n={len(answer)}): answer p99 {percentile(answer, 99):.1f} ms, "
+            f"visible p50 {percentile(visible, 50):.1f} ms, bare client p50 {percentile(bare, 50):.1f} ms"
+        )
+
+
+async def run(
+    latency_count: int, burst_groups: int, raised_groups: int, limited_groups: int, work: Path
+) -> None:
+    bursts: dict[str, BurstResult] = {}
+    latencies: dict[str, list[float]] | None = None
     setup = await set_up(work / "open", open_limits=True)
     try:
-        report_latency(await latency(setup, latency_count, run=1))
-        report_burst(
-            f"burst of {burst_groups} groups, concurrency 20, open rate limits",
-            await burst(setup, burst_groups, run=2),
-            10,
-        )
+        if latency_count:
+            latencies = await latency(setup, latency_count, run=1)
+            report_latency(latencies)
+        if burst_groups:
+            result = await burst(setup, burst_groups, run=2)
+            bursts["open limits, default budget"] = result
+            report_burst(f"burst of {burst_groups} groups, concurrency 20, open rate limits", result, 10)
     finally:
         await tear_down(setup)
-    setup = await set_up(work / "limited", open_limits=False)
-    try:
-        # Synapse's rc_message refills 0.2/s: 6 s makes the burst of 10 whole again.
-        await warm_up(setup, run=4, refill_s=6.0)
-        report_burst(
-            f"burst of {limited_groups} groups, concurrency 20, Synapse default rate limits for the bot",
-            await burst(setup, limited_groups, run=3),
-            60,
-        )
-    finally:
-        await tear_down(setup)
+    if raised_groups:
+        setup = await set_up(work / "raised", open_limits=False, raised=True)
+        try:
+            await warm_up(setup, run=5, refill_s=0.0)
+            result = await burst(setup, raised_groups, run=6)
+            bursts["raised limits + budget"] = result
+            title = f"burst of {raised_groups} groups, concurrency 20, bot rate limit lifted, budget raised"
+            report_burst(title, result, 5)
+        finally:
+            await tear_down(setup)
+    if limited_groups:
+        setup = await set_up(work / "limited", open_limits=False)
+        try:
+            # Synapse's rc_message refills 0.2/s: 6 s makes the burst of 10 whole again.
+            await warm_up(setup, run=4, refill_s=6.0)
+            result = await burst(setup, limited_groups, run=3)
+            bursts["default limits"] = result
+            report_burst(
+                f"burst of {limited_groups} groups, concurrency 20, Synapse default rate limits for the bot",
+                result,
+                60,
+            )
+        finally:
+            await tear_down(setup)
+    report_table(latencies, bursts)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=int, default=100, help="groups posted one at a time")
     parser.add_argument("--burst", type=int, default=1_000, help="groups in the open-limits burst")
+    parser.add_argument("--raised", type=int, default=1_000, help="groups in the raised-limits burst")
     parser.add_argument("--limited", type=int, default=100, help="groups in the default-limits burst")
+    parser.add_argument(
+        "--quick", action="store_true", help="latency 10, burst 200, raised 500, limited 100: under 2 minutes"
+    )
     parser.add_argument("--post-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.post_worker:
         post_worker()
         return
+    if args.quick:
+        args.latency, args.burst, args.raised, args.limited = 10, 200, 500, 100
     with tempfile.TemporaryDirectory(prefix="readybot-bench-") as work:
-        asyncio.run(run(args.latency, args.burst, args.limited, Path(work)))
+        asyncio.run(run(args.latency, args.burst, args.raised, args.limited, Path(work)))
 
 
 if __name__ == "__main__":

@@ -99,7 +99,12 @@ class ReadyBot:
             sender = OutboxSender(
                 self.db, NioTransport(self.connection), self.settings.outbox, self.metrics, clock=self.clock
             )
-            self.outbox = Outbox(self.db, clock=self.clock, on_enqueued=sender.wake)
+            self.outbox = Outbox(
+                self.db,
+                clock=self.clock,
+                on_enqueued=sender.wake,
+                max_in_flight_per_room=self.settings.outbox.max_in_flight_per_room,
+            )
             authorizer = Authorizer(RoomPowerLookup(self.connection).power_facts)
             extensions = Extensions()
             templates = Templates()

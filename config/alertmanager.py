@@ -76,6 +76,13 @@ class SendBudget(Section):
     # (three events at 12/min), or with the bucket empty even a lone new
     # group would be folded.
     max_delay_s: float = Field(default=20.0, ge=1, le=600)
+    # Once 3 or more events are queued (a storm), the wait that folds: under
+    # the budget, or at the rate the outbox is measured to send at (over the
+    # last 10 s, once it sent 8 events in them; 10/s assumed before that).
+    # A storm's digest then goes out within seconds, also with a budget
+    # raised past what the homeserver and the network carry. A lone group
+    # is judged by max_delay_s alone.
+    fold_after_s: float = Field(default=3.0, ge=0.5, le=600)
 
 
 class AlertmanagerSettings(Section):

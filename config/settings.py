@@ -170,6 +170,11 @@ class OutboxSettings(Section):
     # A send refused for good (e.g. 403: the bot is not in the room) is
     # tried this many times before the message is marked failed.
     max_attempts_permanent: int = Field(default=5, ge=1, le=100)
+    # Rows of one room sent at the same time. Only rows that relate to no
+    # other event overlap; replies, edits, reactions and thread lines are
+    # sent one after another, each after the event it relates to. 1: every
+    # row of a room strictly in order.
+    max_in_flight_per_room: int = Field(default=4, ge=1, le=64)
 
 
 class Settings(BaseModel):

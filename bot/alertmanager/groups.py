@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from bot.outbox.budget import RateBudget
+from bot.outbox.budget import RateBudget, SendThroughput
 from config.alertmanager import AlertRoute
 
 AlertStatus = Literal["firing", "resolved"]
@@ -33,6 +33,10 @@ MAX_RESOLVED_KEPT = 200
 # message and its first edit. Counted when deciding whether to fold, so the
 # digest itself still goes out in time.
 DIGEST_RESERVE = 2
+# Events already queued before ``fold_after_s`` applies: fewer is not a storm,
+# and a lone group (or two) keeps its own message even when it must wait for
+# the rate budget (``max_delay_s`` alone decides then).
+STORM_MIN_AHEAD = 3
 
 
 # -- state ------------------------------------------------------------------
@@ -322,11 +326,31 @@ def _regex(pattern: str) -> re.Pattern[str]:
 # -- storms -------------------------------------------------------------------
 
 
-def storming(budget: RateBudget, ahead: int, now: float, max_delay_s: float) -> bool:
+def storming(
+    budget: RateBudget,
+    ahead: int,
+    now: float,
+    max_delay_s: float,
+    throughput: SendThroughput | None = None,
+    fold_after_s: float = float("inf"),
+) -> bool:
     """Whether a new group's own message would wait too long: fold it into the digest instead.
 
     ``ahead`` counts every event queued before it (all rooms: the limit is
-    per user). The digest's own events are reserved on top, so that when
-    this answer turns to yes the digest still goes out within the delay.
+    per user). Its wait is predicted twice: from the homeserver's rate
+    budget, and from the outbox's measured send rate (an assumed 10/s until
+    8 sends in 10 s measured it), which catches a queue that drains slower
+    than a raised budget allows. It folds when the budget's wait passes
+    ``max_delay_s``, or, once a storm is underway (``STORM_MIN_AHEAD``
+    events queued), when the longer of the two waits passes
+    ``fold_after_s``: so a storm's digest goes out within seconds, not after
+    ``max_delay_s``. The digest's own events are reserved on top, so that
+    when this answer turns to yes the digest still goes out in time.
     """
-    return budget.delay(ahead + DIGEST_RESERVE, now) > max_delay_s
+    budget_wait = budget.delay(ahead + DIGEST_RESERVE, now)
+    if budget_wait > max_delay_s:
+        return True
+    if ahead < STORM_MIN_AHEAD:
+        return False
+    measured = 0.0 if throughput is None else throughput.wait(ahead + DIGEST_RESERVE, now)
+    return max(budget_wait, measured) > fold_after_s

@@ -55,7 +55,7 @@ from bot.errors import StoreUnavailableError
 from bot.heartbeats import HeartbeatSink, WatchdogFilter
 from bot.outbox import Outbox, OutboxId
 from bot.outbox.batching import GroupCommit
-from bot.outbox.budget import RateBudget
+from bot.outbox.budget import RateBudget, SendThroughput
 from bot.outbox.events import stored_ref
 from bot.render.message import mentioning_content
 from bot.store.database import Database
@@ -183,6 +183,7 @@ class AlertRelay:
         self._metrics = metrics or RelayMetrics(CollectorRegistry())
         budget = settings.send_budget
         self._budget = RateBudget(budget.burst, budget.per_minute, clock())
+        self._throughput = SendThroughput()
         self._groups: dict[str, GroupState] = {}
         self._digests: dict[int, DigestState] = {}
         self._open_digests: dict[str, int] = {}
@@ -221,7 +222,10 @@ class AlertRelay:
                 self._deferred.add(digest.id)
         now = self._clock()
         window = 2 * self._budget.burst / self._budget.rate
-        self._budget.observe_sent((await self._outbox.send_load(now - window, _MAX_SEND_TIMES)).sent_at)
+        sent = self._budget.observe_sent(
+            (await self._outbox.send_load(now - window, _MAX_SEND_TIMES)).sent_at
+        )
+        self._throughput.observe(sent)
         log.info("alert relay: %d groups and %d digests loaded", len(self._groups), len(self._digests))
 
     # -- the webhook side -----------------------------------------------------
@@ -291,7 +295,7 @@ class AlertRelay:
         if work.ahead is None:
             # Inside our own transaction: what the sender recorded so far.
             load = await self._outbox.send_load(self._budget.last_seen, _MAX_SEND_TIMES, tx=tx)
-            self._budget.observe_sent(load.sent_at)
+            self._throughput.observe(self._budget.observe_sent(load.sent_at))
             work.ahead = load.pending
         return work.ahead
 
@@ -327,7 +331,8 @@ class AlertRelay:
         self, work: _Batch, state: GroupState, room_id: str, tx: aiosqlite.Connection
     ) -> Post:
         budget = self._settings.send_budget
-        if storming(self._budget, await self._ahead(work, tx), work.now, budget.max_delay_s):
+        ahead = await self._ahead(work, tx)
+        if storming(self._budget, ahead, work.now, budget.max_delay_s, self._throughput, budget.fold_after_s):
             digest = self._digest_for(work, room_id, state)
             work.folded += 1
             return Post(room_id, None, None, digest.id, work.now)
@@ -362,7 +367,8 @@ class AlertRelay:
         if not self._settings.thread_updates or not (change.new or change.resolved or change.group_resolved):
             return
         ahead = await self._ahead(work, tx)
-        if storming(self._budget, ahead, work.now, self._settings.send_budget.max_delay_s):
+        budget = self._settings.send_budget
+        if storming(self._budget, ahead, work.now, budget.max_delay_s, self._throughput, budget.fold_after_s):
             return  # the edit shows the change; a thread line would cost budget a storm needs
         line = mentioning_content(self._renderer.thread_line(state, change), room=False)
         await self._outbox.send_message(post.room_id, line, thread_root=stored_ref(post.message), tx=tx)

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -54,6 +54,30 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     return stop.is_set()
+
+
+def save_only_new_encrypted_rooms(store: Any, known: Iterable[str]) -> None:
+    """Make ``store.save_encrypted_rooms`` write only rooms it has not stored yet.
+
+    nio calls it on every sync response that carries a room's encryption
+    state, each call a round of SQLite work on the sync loop's thread; the
+    rows it would write are already there (it inserts with "on conflict
+    ignore"), so skipping known rooms changes nothing stored. ``known`` is
+    what the store held when it was loaded (``client.encrypted_rooms``).
+    """
+    original = store.save_encrypted_rooms
+    if getattr(original, "_readybot_only_new", False):
+        return
+    saved = set(known)
+
+    def save_encrypted_rooms(rooms: Iterable[str]) -> None:
+        new = set(rooms) - saved
+        if new:
+            original(new)
+            saved.update(new)
+
+    save_encrypted_rooms._readybot_only_new = True  # type: ignore[attr-defined]
+    store.save_encrypted_rooms = save_encrypted_rooms
 
 
 class MatrixConnection:
@@ -98,6 +122,8 @@ class MatrixConnection:
                 await self._login_with_password()
         except NETWORK_ERRORS as error:
             raise HomeserverUnavailable(type(error).__name__) from None
+        if self.client.store is not None:
+            save_only_new_encrypted_rooms(self.client.store, self.client.encrypted_rooms)
         if self.settings.encryption and self.client.should_upload_keys:
             await self.client.keys_upload()
         self.logged_in.set()

@@ -20,6 +20,10 @@ _UPLOAD_TIMEOUT_S = 60.0
 class NioTransport:
     def __init__(self, connection: MatrixConnection) -> None:
         self._connection = connection
+        # The outbox sends several events at once: one key query at a time,
+        # or a second caller would ask nio for a query it no longer needs
+        # (nio refuses that with LocalProtocolError).
+        self._keys_query_lock = asyncio.Lock()
 
     async def send_event(self, room_id: str, event_type: str, content: dict[str, Any], txn_id: str) -> str:
         if not self._connection.first_sync_done.is_set():
@@ -31,7 +35,9 @@ class NioTransport:
             # A person's new device and their command can arrive in the same
             # sync; query keys first so the reply is encrypted for it too.
             if client.olm is not None and client.should_query_keys:
-                await client.keys_query()
+                async with self._keys_query_lock:
+                    if client.should_query_keys:
+                        await client.keys_query()
             response = await client.room_send(
                 room_id, event_type, content, tx_id=txn_id, ignore_unverified_devices=True
             )

@@ -2,8 +2,9 @@
 
 ``Outbox`` is the producer side: it commits a row before returning, so a
 webhook can be answered 2xx as soon as ``send_message`` returns. ``OutboxSender``
-is the consumer: one task per room with pending rows sends that room's rows in
-id order (rooms proceed independently), retrying with back-off while the
+is the consumer: one task per room with pending rows sends that room's rows,
+several at once (``max_in_flight_per_room``) but relations in id order and
+each after its target (rooms proceed independently), retrying with back-off while the
 homeserver is unreachable, pausing every room on a 429 (the rate limit is per
 user), and giving up on a row only after repeated permanent refusals.
 
@@ -16,15 +17,15 @@ device id across restarts, which it does.
 
 Relations (reply, thread, edit, reaction) may point at an earlier row of the
 same room by its ``OutboxId`` instead of an event id; the reference is
-resolved when the dependent row is sent, which per-room order guarantees is
-after its target was settled.
+resolved when the dependent row is sent, which the sender starts only after
+its target was settled.
 
 Under a rate limit every event costs budget, and only a message's newest
 content matters: ``edit(..., supersede=True)`` replaces a still-pending edit
 of the same message, and ``rewrite_pending`` changes a message that is queued
-behind others (so certainly not being sent). The sender records a send only
-if the row's txn id is unchanged, so an edit superseded while on its way is
-sent again with the newer content.
+behind at least ``max_in_flight_per_room`` others (so certainly not being
+sent). The sender records a send only if the row's txn id is unchanged, so
+an edit superseded while on its way is sent again with the newer content.
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ from bot.outbox.events import EventRef, check_message_content, check_room, check
 from bot.outbox.media import OutboxMediaRepo
 from bot.outbox.repo import NewOutboxRow, OutboxId, OutboxKind, OutboxRepo, OutboxState, Ref, SendLoad
 from bot.store.database import Database
+from config.settings import OutboxSettings
 
 log = logging.getLogger(__name__)
+
+_DEFAULT_IN_FLIGHT = OutboxSettings().max_in_flight_per_room
 
 # Media (a chart) are kept in the store until sent: bound them well below
 # any homeserver's upload limit (Synapse's default is 50 MB).
@@ -76,8 +80,12 @@ class Outbox:
         *,
         clock: Callable[[], float] | None = None,
         on_enqueued: Callable[[], None] | None = None,
+        max_in_flight_per_room: int = _DEFAULT_IN_FLIGHT,
     ) -> None:
         self._db = db
+        # The sender's window (outbox.max_in_flight_per_room): a row with at
+        # least this many pending rows before it is not on its way.
+        self._in_flight_window = max_in_flight_per_room
         self._repo = OutboxRepo(db)
         self._media = OutboxMediaRepo(db)
         self._clock = clock or db.clock
@@ -173,16 +181,20 @@ class Outbox:
     ) -> bool:
         """Give a queued message new content instead of queueing an edit of it; True if done.
 
-        Only a plain message with an earlier pending row in its room
-        qualifies: the sender sends a room's rows in order and reads the next
-        only after settling the one before, so such a row is not on its way
-        now and was never sent (not even before a restart). Its txn id stays.
+        Only a plain message with at least ``max_in_flight_per_room``
+        earlier pending rows in its room qualifies: the sender starts only
+        rows among a room's first ``max_in_flight_per_room`` pending ones, and
+        a row's count of earlier pending rows only shrinks, so such a row is
+        not on its way now and was never sent (not even before a restart,
+        unless the setting was lowered across it). Its txn id stays.
         """
         check_message_content(content)
         check_room(room_id)
         check_size(OutboxKind.MESSAGE, content, target=None, root=None)
         async with self._db.transaction(tx) as conn:
-            done = await self._repo.rewrite_queued_message(conn, room_id, outbox_id, content)
+            done = await self._repo.rewrite_queued_message(
+                conn, room_id, outbox_id, content, behind=self._in_flight_window
+            )
         if done:
             log.debug("outbox %d rewritten before sending", outbox_id)
         return done
@@ -368,8 +380,8 @@ class Outbox:
         row = await self._repo.get_in(conn, ref)
         if row is None:
             raise ValueError(f"outbox row {ref} does not exist (pruned?)")
-        # Per-room order is what guarantees the target is settled before
-        # the dependent row is sent; across rooms there is no such order.
+        # The sender waits for a target of the same room to be settled before
+        # it starts the dependent row; across rooms there is no such wait.
         if row.room_id != room_id:
             raise ValueError(f"outbox row {ref} belongs to another room")
         if row.state is OutboxState.SENT and row.event_id is not None:

@@ -159,6 +159,14 @@ class OutboxRepo:
         )
         return None if row is None else _row(row)
 
+    async def pending_in_room(self, room_id: str, limit: int) -> list[OutboxRow]:
+        """The room's oldest ``limit`` pending rows, oldest first."""
+        rows = await self._db.fetchall(
+            f"SELECT {_COLUMNS} FROM outbox WHERE room_id = ? AND state = 'pending' ORDER BY id LIMIT ?",  # noqa: S608
+            (room_id, limit),
+        )
+        return [_row(row) for row in rows]
+
     async def rooms_with_pending(self) -> list[str]:
         rows = await self._db.fetchall("SELECT DISTINCT room_id FROM outbox WHERE state = 'pending'")
         return [str(row["room_id"]) for row in rows]
@@ -217,14 +225,20 @@ class OutboxRepo:
         return None if row is None else OutboxId(row["id"])
 
     async def rewrite_queued_message(
-        self, conn: aiosqlite.Connection, room_id: str, outbox_id: OutboxId, payload: dict[str, Any]
+        self,
+        conn: aiosqlite.Connection,
+        room_id: str,
+        outbox_id: OutboxId,
+        payload: dict[str, Any],
+        *,
+        behind: int = 1,
     ) -> bool:
-        """Replace the payload of a pending message row that is not its room's head (in ``conn``)."""
+        """Replace the payload of a pending message row with at least ``behind`` pending rows before it."""
         cursor = await conn.execute(
             "UPDATE outbox SET payload = ? WHERE id = ? AND room_id = ? AND kind = 'message'"
-            " AND state = 'pending' AND EXISTS (SELECT 1 FROM outbox o"
-            "  WHERE o.room_id = outbox.room_id AND o.state = 'pending' AND o.id < outbox.id)",
-            (json.dumps(payload, ensure_ascii=False, allow_nan=False), outbox_id, room_id),
+            " AND state = 'pending' AND (SELECT COUNT(*) FROM (SELECT 1 FROM outbox o"
+            "  WHERE o.room_id = outbox.room_id AND o.state = 'pending' AND o.id < outbox.id LIMIT ?)) >= ?",
+            (json.dumps(payload, ensure_ascii=False, allow_nan=False), outbox_id, room_id, behind, behind),
         )
         return cursor.rowcount == 1
 

@@ -1,7 +1,13 @@
-"""The consumer side of the outbox: sends each room's rows in order, with back-off.
+"""The consumer side of the outbox: sends each room's rows, with back-off.
 
-``OutboxSender`` runs one task per room with pending rows, sending that room's
-rows in id order (rooms proceed independently), retrying with back-off while
+``OutboxSender`` runs one task per room with pending rows (rooms proceed
+independently). Within a room it has up to ``max_in_flight_per_room`` rows on
+their way at once, started in id order, under one rule (``_eligible``): a row
+that relates to another event (reply, edit, reaction, thread line) starts
+only once every earlier row of the room that relates to something, and the
+row it targets, are settled. So relations keep their queue order and an edit
+always follows its message; plain messages that depend on nothing may
+overtake one another. Retrying with back-off while
 the homeserver is unreachable, pausing every room on a 429 (the rate limit is
 per user), and giving up on a row only after repeated permanent refusals. A
 row is recorded as sent only if its txn id is unchanged, so an edit superseded
@@ -14,14 +20,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol, runtime_checkable
 
 from bot.metrics import Metrics
 from bot.outbox.errors import PermanentSendError, RateLimited, TransientSendError
 from bot.outbox.events import build_event
 from bot.outbox.media import OutboxMediaRepo
-from bot.outbox.repo import OutboxRepo, OutboxRow, OutboxState, Ref
+from bot.outbox.repo import OutboxId, OutboxRepo, OutboxRow, OutboxState, Ref
 from bot.store.database import Database
 from config.settings import OutboxSettings
 
@@ -76,6 +82,29 @@ _MEDIA_MSGTYPES = frozenset({"m.image", "m.file", "m.audio", "m.video"})
 
 class _TargetFailedError(Exception):
     """A row this one relates to was never sent, so this one cannot be either."""
+
+
+def _eligible(rows: list[OutboxRow], in_flight: Collection[OutboxId]) -> list[OutboxRow]:
+    """Which of a room's oldest pending rows (in id order) may start now, oldest first.
+
+    A row with no relation may always start. A row that relates to another
+    event (target or thread root) may start only when no earlier row that
+    relates to something is still pending (so relations keep their order:
+    two edits of one message, a thread's lines) and the row it targets, if
+    it is a row of the outbox, is settled (its event id is known). Rows in
+    flight are not started again.
+    """
+    eligible: list[OutboxRow] = []
+    pending_ids = {row.id for row in rows}
+    relation_waiting = False
+    for row in rows:
+        refs = [ref.outbox_id for ref in (row.target, row.root) if ref.outbox_id is not None]
+        related = bool(refs) or row.target.event_id is not None or row.root.event_id is not None
+        waits = related and (relation_waiting or any(ref in pending_ids and ref < row.id for ref in refs))
+        if row.id not in in_flight and not waits:
+            eligible.append(row)
+        relation_waiting = relation_waiting or related
+    return eligible
 
 
 class OutboxSender:
@@ -136,11 +165,31 @@ class OutboxSender:
         self._wake.set()
 
     async def _drain_room(self, room_id: str) -> None:
+        limit = self._settings.max_in_flight_per_room
+        in_flight: dict[OutboxId, asyncio.Task[None]] = {}
         try:
-            while (row := await self._repo.head(room_id)) is not None:
-                await self._deliver(row)
+            while True:
+                # Only the room's first ``limit`` pending rows may be on their way:
+                # what Outbox.rewrite_pending relies on to rewrite the rest in place.
+                rows = await self._repo.pending_in_room(room_id, limit)
+                for row in _eligible(rows, in_flight.keys()):
+                    if len(in_flight) >= limit:
+                        break
+                    in_flight[row.id] = asyncio.create_task(self._deliver(row), name=f"outbox-row:{row.id}")
+                if not in_flight:
+                    # The oldest pending row is always eligible: nothing started means nothing pending.
+                    return
+                done, _ = await asyncio.wait(in_flight.values(), return_when=asyncio.FIRST_COMPLETED)
+                for row_id, task in list(in_flight.items()):
+                    if task in done:
+                        del in_flight[row_id]
+                        task.result()  # an unexpected error ends ``run``, as before
                 await self._refresh_gauges()
         finally:
+            for task in in_flight.values():
+                task.cancel()
+            if in_flight:
+                await asyncio.gather(*in_flight.values(), return_exceptions=True)
             self._workers.pop(room_id, None)
             # Defensive: have the supervisor look again, in case a row was
             # committed for this room after our last look. (Today no await

@@ -83,6 +83,8 @@ class RoomShowing:
     messages: int = 0
     digests: int = 0
     edits: int = 0
+    # Edits that arrived before the message they edit (or whose message never arrived).
+    early_edits: int = 0
 
     @classmethod
     def read(cls, person: Person, room: str, bot: str, run: str) -> RoomShowing:
@@ -109,6 +111,8 @@ class RoomShowing:
                 # Later edits of the same message replace earlier ones.
                 edited[relates["event_id"]] = str(new.get("body", ""))
                 showing.edits += 1
+                if relates["event_id"] not in first_seen:
+                    showing.early_edits += 1
             elif not relates and event_id not in originals:
                 originals[event_id] = event.body
         ordered = sorted(originals, key=lambda e: first_seen[e])

@@ -38,7 +38,7 @@ from bot.http.common import PayloadError
 from bot.http.server import Health, build_http_app
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxKind, build_event
-from bot.outbox.budget import RateBudget
+from bot.outbox.budget import RateBudget, SendThroughput
 from bot.render.message import MATRIX_EVENT_LIMIT
 from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
@@ -165,10 +165,12 @@ def settings_with(**values: Any) -> AlertmanagerSettings:
     return AlertmanagerSettings.model_validate({"enabled": True, "default_rooms": [ROOM], **values})
 
 
-async def make_relay(path: Path, settings: AlertmanagerSettings, clock: Clock | None = None) -> Relay:
+async def make_relay(
+    path: Path, settings: AlertmanagerSettings, clock: Clock | None = None, *, in_flight: int = 4
+) -> Relay:
     clock = clock or Clock()
     db = await Database.open(path, migrations=MIGRATIONS, clock=clock)
-    outbox = Outbox(db, clock=clock)
+    outbox = Outbox(db, clock=clock, max_in_flight_per_room=in_flight)
     repo = AlertGroupRepo(db)
     beats = Beats()
     relay = AlertRelay(
@@ -476,13 +478,16 @@ async def test_pending_edits_of_one_message_are_coalesced(r: Relay) -> None:
 
 
 async def test_update_of_a_still_queued_message_rewrites_it(r: Relay) -> None:
-    """A group changing while its message still waits behind others: the message itself is updated."""
-    await r.post(payload([alert("x")], key="other", group_labels={"alertname": "Other"}))
+    """A group changing while its message waits behind 4 others (not on its way): the message is updated."""
+    # The outbox sends up to max_in_flight_per_room (4) rows of a room at once:
+    # a message behind 4 pending rows cannot be on its way yet.
+    for n in range(4):
+        await r.post(payload([alert("x")], key=f"other{n}", group_labels={"alertname": f"Other{n}"}))
     await r.post(payload([alert("a")]))
     await r.post(payload([alert("a"), alert("b")]))
     bodies = await r.bodies()
-    assert [k for k, _ in bodies] == ["message", "message"]
-    assert "FIRING ×2" in bodies[1][1]
+    assert [k for k, _ in bodies] == ["message"] * 5
+    assert "FIRING ×2" in bodies[4][1]
 
 
 async def test_refiring_after_resolution_is_a_new_message(r: Relay) -> None:
@@ -721,10 +726,58 @@ def test_storming_reserves_room_for_the_digest() -> None:
     assert not storming(budget, ahead=0, now=0.0, max_delay_s=default.max_delay_s)
 
 
+def test_throughput_measures_recent_sends_and_predicts_the_wait() -> None:
+    """Sends per second over the last 10 s predict a queued event's wait; with too few, a prior 10/s."""
+    throughput = SendThroughput(window_s=10.0, min_sends=8, prior_rate=10.0)
+    throughput.observe([100.0 + i * 0.05 for i in range(7)])
+    assert throughput.measured(100.3) is None  # 7 sends: not enough to tell
+    assert throughput.wait(ahead=29, now=100.3) == pytest.approx(3.0)  # at the prior 10/s
+    throughput.observe([100.35])
+    assert throughput.rate(100.35) == pytest.approx(20.0)
+    assert throughput.wait(ahead=59, now=100.35) == pytest.approx(3.0)
+    # Sends older than the window no longer count: an idle outbox is back to the prior.
+    assert throughput.measured(111.0) is None
+    assert throughput.rate(111.0) == 10.0
+
+
+def test_storming_folds_by_measured_throughput_when_the_budget_is_raised() -> None:
+    """A raised budget never folds; the measured rate folds once a new message would wait > fold_after_s."""
+    raised = RateBudget(burst=100_000, per_minute=1_000_000, now=0.0)
+    throughput = SendThroughput()
+    throughput.observe([i / 20 for i in range(20)])  # 20 sends a second
+    now = 1.0
+    # (ahead + reserve 2 + 1) / 20 per second: 57 queued → 3.0 s (ok), 58 → 3.05 s (fold).
+    assert not storming(raised, 57, now, 20.0, throughput, fold_after_s=3.0)
+    assert storming(raised, 58, now, 20.0, throughput, fold_after_s=3.0)
+    # Without the measurement only the budget speaks: with this one, never.
+    assert not storming(raised, 10_000, now, 20.0)
+    # A lone group is never folded by the measurement.
+    assert not storming(raised, 0, now, 20.0, throughput, fold_after_s=0.5)
+    # Nothing measured yet (a quiet outbox): the prior 10/s, so a burst folds after 27 queued.
+    assert not storming(raised, 27, now, 20.0, SendThroughput(), fold_after_s=3.0)
+    assert storming(raised, 28, now, 20.0, SendThroughput(), fold_after_s=3.0)
+    # The default budget still folds on its own prediction when the sends look fast.
+    default = RateBudget(burst=10, per_minute=12, now=0.0)
+    assert storming(default, 12, 0.0, 20.0, throughput, fold_after_s=3.0)
+
+
+def test_a_storm_folds_once_its_wait_passes_fold_after_s_not_max_delay_s() -> None:
+    """Default budget: a storm folds once a message would wait > 3 s; a lone group keeps its message."""
+    budget = RateBudget(burst=10, per_minute=12, now=0.0)
+    # (ahead + reserve 2 + 1 - 10 tokens) at 5 s each: 7 queued → 0 s, 8 → 5 s (> 3 s: fold).
+    assert not storming(budget, 7, 0.0, 20.0, SendThroughput(), fold_after_s=3.0)
+    assert storming(budget, 8, 0.0, 20.0, SendThroughput(), fold_after_s=3.0)
+    # The bucket spent: a lone group (or a second) still waits up to max_delay_s (15 s, 20 s) for its message.
+    budget.observe([0.0] * 10)
+    assert not storming(budget, 0, 0.0, 20.0, SendThroughput(), fold_after_s=3.0)
+    assert not storming(budget, 1, 0.0, 20.0, SendThroughput(), fold_after_s=3.0)
+
+
 async def test_storm_folds_new_groups_into_one_digest(tmp_path: Path) -> None:
     """Past the budget, new groups are lines of one digest: rewritten while queued, then edited in place."""
     settings = settings_with(send_budget={"burst": 3, "per_minute": 6, "max_delay_s": 10})
-    relay = await make_relay(tmp_path / "storm.sqlite3", settings)
+    # One row in flight per room: the digest, queued behind 2 messages, is rewritten in place.
+    relay = await make_relay(tmp_path / "storm.sqlite3", settings, in_flight=1)
 
     def storm(i: int) -> dict[str, Any]:
         return payload([alert("a")], key=f"g{i}", group_labels={"alertname": f"Storm{i:02}"})

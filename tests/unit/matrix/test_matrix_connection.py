@@ -8,8 +8,10 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from nio.crypto import OlmAccount
+from nio.store import DefaultStore
 
-from bot.matrix.connection import SYNC_TOKEN_KEY, MatrixConnection
+from bot.matrix.connection import SYNC_TOKEN_KEY, MatrixConnection, save_only_new_encrypted_rooms
 from bot.metrics import Metrics
 from bot.schema import MIGRATIONS
 from bot.store import Database, KeyValueRepo
@@ -51,3 +53,28 @@ async def test_sync_token_that_cannot_be_written_is_logged_not_raised(
         await conn.close()
     assert await kv.get(SYNC_TOKEN_KEY) == "s1"
     assert "sync token not persisted" in caplog.text
+
+
+def test_encrypted_rooms_are_written_to_the_crypto_store_only_when_new(tmp_path: Path) -> None:
+    """nio's per-sync save of encrypted rooms writes only rooms not stored yet; the store holds them all."""
+    store = DefaultStore("@bot:example.org", "DEVICE", str(tmp_path))
+    store.save_account(OlmAccount())
+    store.save_encrypted_rooms({"!a:example.org"})
+    writes: list[set[str]] = []
+    original = store.save_encrypted_rooms
+
+    def counting(rooms: Any) -> None:
+        writes.append(set(rooms))
+        original(rooms)
+
+    store.save_encrypted_rooms = counting
+    save_only_new_encrypted_rooms(store, store.load_encrypted_rooms())
+    save_only_new_encrypted_rooms(store, store.load_encrypted_rooms())  # wrapping twice is harmless
+
+    for _ in range(3):
+        store.save_encrypted_rooms({"!a:example.org"})
+    store.save_encrypted_rooms({"!a:example.org", "!b:example.org"})
+    store.save_encrypted_rooms({"!b:example.org"})
+
+    assert writes == [{"!b:example.org"}]
+    assert store.load_encrypted_rooms() == {"!a:example.org", "!b:example.org"}

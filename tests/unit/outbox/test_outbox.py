@@ -137,6 +137,8 @@ class Harness:
 
 
 SETTINGS = OutboxSettings(max_backoff_s=0.05, max_attempts_permanent=3)
+# One row in flight per room: a room's rows strictly one after another.
+STRICT = OutboxSettings(max_backoff_s=0.05, max_attempts_permanent=3, max_in_flight_per_room=1)
 
 
 async def make_harness(
@@ -146,7 +148,7 @@ async def make_harness(
     db = await Database.open(path, migrations=MIGRATIONS, clock=clock)
     metrics = Metrics()
     sender = OutboxSender(db, hs, settings, metrics, initial_backoff_s=initial_backoff_s)
-    outbox = Outbox(db, on_enqueued=sender.wake)
+    outbox = Outbox(db, on_enqueued=sender.wake, max_in_flight_per_room=settings.max_in_flight_per_room)
     return Harness(db, hs, metrics, sender, outbox, clock)
 
 
@@ -158,6 +160,13 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 async def h(db_path: Path) -> AsyncIterator[Harness]:
     harness = await make_harness(db_path, FakeHomeserver())
+    yield harness
+    await harness.db.close()
+
+
+@pytest.fixture
+async def strict(db_path: Path) -> AsyncIterator[Harness]:
+    harness = await make_harness(db_path, FakeHomeserver(), STRICT)
     yield harness
     await harness.db.close()
 
@@ -275,8 +284,9 @@ async def test_relation_must_point_at_a_known_row_of_the_same_room(h: Harness) -
 # --- delivery order and failures ----------------------------------------------
 
 
-async def test_room_order_holds_under_transient_failures(h: Harness) -> None:
-    """A room's next row is not tried until the previous one is sent, however often that fails."""
+async def test_room_order_holds_under_transient_failures_with_one_in_flight(strict: Harness) -> None:
+    """With max_in_flight_per_room 1, a room's next row is not tried until the previous one is sent."""
+    h = strict
     h.hs.plan(ROOM_A, TransientSendError("502"), TransientSendError("timeout"))
     for n in range(1, 4):
         await h.outbox.send_message(ROOM_A, text(f"m{n}"))
@@ -353,8 +363,9 @@ async def test_rate_limits_do_not_use_up_the_refusal_budget(h: Harness) -> None:
     assert len(h.hs.calls) == 6
 
 
-async def test_permanent_refusal_fails_the_row_and_the_room_moves_on(h: Harness, db_path: Path) -> None:
+async def test_permanent_refusal_fails_the_row_and_the_room_moves_on(strict: Harness, db_path: Path) -> None:
     """A row refused max_attempts_permanent times is marked failed, counted, and the next row is sent."""
+    h = strict  # the scripted refusals are for the first row's calls
     h.hs.plan(ROOM_A, *(PermanentSendError("403 M_FORBIDDEN") for _ in range(3)))
     refused = await h.outbox.send_message(ROOM_A, text("refused"))
     await h.outbox.send_message(ROOM_A, text("next"))
@@ -372,8 +383,9 @@ async def test_permanent_refusal_fails_the_row_and_the_room_moves_on(h: Harness,
     assert h.sample("readybot_outbox_send_failures_total", {"reason": "permanent"}) == 3
 
 
-async def test_row_relating_to_a_failed_row_fails_too(h: Harness, db_path: Path) -> None:
+async def test_row_relating_to_a_failed_row_fails_too(strict: Harness, db_path: Path) -> None:
     """A reaction to a message that failed for good fails without being sent."""
+    h = strict  # the scripted refusals are for the first row's calls
     h.hs.plan(ROOM_A, *(PermanentSendError("403") for _ in range(3)))
     refused = await h.outbox.send_message(ROOM_A, text("refused"))
     reaction = await h.outbox.react(ROOM_A, refused, "✅")
@@ -711,8 +723,9 @@ async def test_send_load_counts_pending_and_lists_recent_sends(h: Harness) -> No
     assert (await h.outbox.send_load(since=0.0, limit=2)).sent_at == [30.0, 40.0]
 
 
-async def test_rewrite_pending_changes_a_queued_message_behind_another(h: Harness) -> None:
+async def test_rewrite_pending_changes_a_queued_message_behind_another(strict: Harness) -> None:
     """A message queued behind another row gets the new content (same row, same txn); one event is sent."""
+    h = strict
     first = await h.outbox.send_message(ROOM_A, text("first"))
     queued = await h.outbox.send_message(ROOM_A, text("digest: 1 group"))
     assert await h.outbox.rewrite_pending(ROOM_A, queued, text("digest: 5 groups"))
@@ -720,6 +733,16 @@ async def test_rewrite_pending_changes_a_queued_message_behind_another(h: Harnes
         assert await h.outbox.wait_sent(queued, timeout=3.0) is not None
     assert h.hs.bodies(ROOM_A) == ["first", "digest: 5 groups"]
     assert await h.outbox.state(first) is OutboxState.SENT
+
+
+async def test_rewrite_pending_refuses_a_row_inside_the_in_flight_window(h: Harness) -> None:
+    """With 4 rows in flight per room, only a message behind 4 pending rows is rewritten."""
+    for n in range(3):
+        await h.outbox.send_message(ROOM_A, text(f"m{n}"))
+    fourth = await h.outbox.send_message(ROOM_A, text("fourth"))
+    fifth = await h.outbox.send_message(ROOM_A, text("fifth"))
+    assert not await h.outbox.rewrite_pending(ROOM_A, fourth, text("changed"))
+    assert await h.outbox.rewrite_pending(ROOM_A, fifth, text("fifth, rewritten"))
 
 
 async def test_rewrite_pending_refuses_the_head_and_sent_rows(h: Harness) -> None:
@@ -732,3 +755,118 @@ async def test_rewrite_pending_refuses_the_head_and_sent_rows(h: Harness) -> Non
     assert not await h.outbox.rewrite_pending(ROOM_A, behind, text("changed"))
     assert not await h.outbox.rewrite_pending(ROOM_B, behind, text("wrong room"))
     assert h.hs.bodies(ROOM_A) == ["head", "behind"]
+
+
+# --- several rows in flight per room -------------------------------------------
+
+
+class SlowHomeserver(FakeHomeserver):
+    """Every send takes ``delay_s``; records how many were on their way at once and when each was answered."""
+
+    def __init__(self, delay_s: float = 0.05) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.on_the_way = 0
+        self.most_at_once = 0
+        self.answered: dict[str, float] = {}  # event id -> time.monotonic() of its answer
+        self.refused_at: list[float] = []  # time.monotonic() of each error answer
+        self.started: list[Call] = []  # each call as it began (``calls`` records them as answered)
+
+    async def send_event(self, room_id: str, event_type: str, content: dict[str, Any], txn_id: str) -> str:
+        self.started.append(Call(room_id, event_type, content, txn_id, time.monotonic()))
+        self.on_the_way += 1
+        self.most_at_once = max(self.most_at_once, self.on_the_way)
+        try:
+            await asyncio.sleep(self.delay_s)
+            event_id = await super().send_event(room_id, event_type, content, txn_id)
+        except Exception:
+            self.refused_at.append(time.monotonic())
+            raise
+        finally:
+            self.on_the_way -= 1
+        self.answered.setdefault(event_id, time.monotonic())
+        return event_id
+
+
+@pytest.mark.parametrize("limit", [1, 2, 4])
+async def test_plain_messages_overlap_up_to_max_in_flight(db_path: Path, limit: int) -> None:
+    """Rows that depend on nothing are sent up to max_in_flight_per_room at a time, never more."""
+    hs = SlowHomeserver()
+    settings = OutboxSettings(max_backoff_s=0.05, max_in_flight_per_room=limit)
+    h = await make_harness(db_path, hs, settings)
+    try:
+        ids = [await h.outbox.send_message(ROOM_A, text(f"m{n}")) for n in range(12)]
+        async with running(h.sender):
+            for outbox_id in ids:
+                assert await h.outbox.wait_sent(outbox_id, timeout=5.0) is not None
+    finally:
+        await h.db.close()
+    assert hs.most_at_once == limit
+    assert sorted(hs.bodies(ROOM_A)) == sorted(f"m{n}" for n in range(12))
+
+
+async def test_relations_wait_for_their_target_and_keep_their_order(db_path: Path) -> None:
+    """Reply, reaction, edits and thread line on a queued message start after it is answered, in order."""
+    hs = SlowHomeserver()
+    h = await make_harness(db_path, hs)
+    try:
+        post = await h.outbox.send_message(ROOM_A, text("post"))
+        await h.outbox.send_message(ROOM_A, text("reply"), reply_to=post)
+        await h.outbox.react(ROOM_A, post, "✅")
+        await h.outbox.edit(ROOM_A, post, text("edit 1"))
+        await h.outbox.edit(ROOM_A, post, text("edit 2"))
+        last = await h.outbox.send_message(ROOM_A, text("line"), thread_root=post)
+        async with running(h.sender):
+            assert await h.outbox.wait_sent(last, timeout=5.0) is not None
+    finally:
+        await h.db.close()
+    post_event = hs.timeline[ROOM_A][0].event_id
+    related = hs.started[1:]
+    assert all(c.at >= hs.answered[post_event] for c in related)
+    assert [c.content.get("body") or c.content["m.relates_to"]["key"] for c in related] == [
+        "reply",
+        "✅",
+        "* edit 1",
+        "* edit 2",
+        "line",
+    ]
+    # One relation at a time: each starts after the one before was answered.
+    for before, after in itertools.pairwise(related):
+        event_id = hs._by_txn[before.txn_id]
+        assert after.at >= hs.answered[event_id]
+
+
+async def test_a_429_pauses_every_row_in_flight_and_nothing_is_sent_twice(db_path: Path) -> None:
+    """A 429 among rows in flight holds back every later attempt until retry_after; each row lands once."""
+    hs = SlowHomeserver(delay_s=0.02)
+    h = await make_harness(db_path, hs)
+    try:
+        hs.plan(ROOM_A, RateLimited(0.3))
+        ids = [await h.outbox.send_message(ROOM_A, text(f"m{n}")) for n in range(8)]
+        async with running(h.sender):
+            for outbox_id in ids:
+                assert await h.outbox.wait_sent(outbox_id, timeout=5.0) is not None
+    finally:
+        await h.db.close()
+    # The first answer was the 429; the 3 other rows already on their way were accepted.
+    (limited_at,) = hs.refused_at
+    started_later = [c for c in hs.started if c.at > limited_at]
+    assert started_later and all(c.at - limited_at >= 0.29 for c in started_later)
+    assert sorted(hs.bodies(ROOM_A)) == sorted(f"m{n}" for n in range(8))
+    assert h.sample("readybot_outbox_send_failures_total", {"reason": "rate_limited"}) == 1
+
+
+async def test_lost_answers_among_rows_in_flight_are_resent_with_their_txn_ids(db_path: Path) -> None:
+    """Rows whose answers are lost among others in flight are resent with their txn id: one event each."""
+    hs = SlowHomeserver(delay_s=0.01)
+    h = await make_harness(db_path, hs)
+    try:
+        hs.plan(ROOM_A, LOST, LOST, LOST)
+        ids = [await h.outbox.send_message(ROOM_A, text(f"m{n}")) for n in range(8)]
+        async with running(h.sender):
+            for outbox_id in ids:
+                assert await h.outbox.wait_sent(outbox_id, timeout=5.0) is not None
+    finally:
+        await h.db.close()
+    assert sorted(hs.bodies(ROOM_A)) == sorted(f"m{n}" for n in range(8))
+    assert len(hs.calls) == 11 and len(set(hs.txns())) == 8

@@ -157,6 +157,11 @@ async def test_a_transport_that_cannot_upload_fails_the_row_and_the_room_moves_o
         image = await outbox.send_image(ROOM, PNG, filename="trend.png")
         text = await outbox.send_message(ROOM, {"msgtype": "m.notice", "body": "after"})
         assert await outbox.wait_sent(text, 3) == "$never"
+        # The text does not wait for the image (several rows in flight): wait for the image to fail.
+        for _ in range(300):
+            if await outbox.state(image) is OutboxState.FAILED:
+                break
+            await asyncio.sleep(0.01)
     assert await outbox.state(image) is OutboxState.FAILED
 
 
