@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -138,16 +139,34 @@ def restore_creates(kube: KubeTarget) -> list[int]:
     ]
 
 
-async def test_a_drill_approved_by_a_second_person_restores_once_reports_and_cleans_up(
+SceneOf = Callable[..., Awaitable[Scene]]
+
+
+@pytest.fixture
+def scene_of(
     synapse: SynapseServer,
     bot_account: Account,
     person_factory: PersonFactory,
     bots: list[RunningBot],
     kube: KubeTarget,
     tmp_path: Path,
+) -> SceneOf:
+    """``await scene_of(**drills)``: the seeded cluster, two people in a room, the bot with drills on."""
+
+    async def make(*, readiness: bool = False, **drills: Any) -> Scene:
+        return await start_scene(
+            synapse, bot_account, person_factory, bots, kube, tmp_path, readiness=readiness, **drills
+        )
+
+    return make
+
+
+async def test_a_drill_approved_by_a_second_person_restores_once_reports_and_cleans_up(
+    kube: KubeTarget,
+    scene_of: SceneOf,
 ) -> None:
     """Four eyes, one Restore into labelled scratch namespaces, ✅ report, only scratch namespaces deleted."""
-    scene = await start_scene(synapse, bot_account, person_factory, bots, kube, tmp_path, readiness=True)
+    scene = await scene_of(readiness=True)
     before = await scene.ask("!readiness status 2.1.3")
     assert "❌ 2.1.3 Successful test restore verified" in before.body
     assert "no restore drill has passed yet" in before.body
@@ -243,19 +262,15 @@ async def test_a_drill_approved_by_a_second_person_restores_once_reports_and_cle
     ids=["partial", "failed"],
 )
 async def test_a_partial_or_failed_restore_is_reported_as_such_with_where_to_look(
-    synapse: SynapseServer,
-    bot_account: Account,
-    person_factory: PersonFactory,
-    bots: list[RunningBot],
     kube: KubeTarget,
-    tmp_path: Path,
+    scene_of: SceneOf,
     phase: str,
     restored: int,
     reason: str | None,
     expected: str,
 ) -> None:
     """Items missing: ⚠️ partial; Velero's Failed: ❌ with its reason; both name the velero commands."""
-    scene = await start_scene(synapse, bot_account, person_factory, bots, kube, tmp_path, delete_restore=True)
+    scene = await scene_of(delete_restore=True)
     prompt = await scene.ask(f"!restore-drill {BACKUP}")
     drill = drill_id_of(prompt)
     await scene.approve(prompt)
@@ -288,15 +303,11 @@ async def test_a_partial_or_failed_restore_is_reported_as_such_with_where_to_loo
 
 
 async def test_a_restart_mid_drill_follows_the_same_drill_and_never_creates_a_second_restore(
-    synapse: SynapseServer,
-    bot_account: Account,
-    person_factory: PersonFactory,
-    bots: list[RunningBot],
     kube: KubeTarget,
-    tmp_path: Path,
+    scene_of: SceneOf,
 ) -> None:
     """Stopped while its Restore create is in flight, then while Velero works: one Restore, one report."""
-    scene = await start_scene(synapse, bot_account, person_factory, bots, kube, tmp_path)
+    scene = await scene_of()
     server = kube.require_server()
     held = server.hold(r"/restores$", verb="create")
     prompt = await scene.ask("!restore-drill")
@@ -329,15 +340,11 @@ async def test_a_restart_mid_drill_follows_the_same_drill_and_never_creates_a_se
 
 
 async def test_an_unreachable_cluster_is_reported_and_a_second_drill_is_refused_while_one_runs(
-    synapse: SynapseServer,
-    bot_account: Account,
-    person_factory: PersonFactory,
-    bots: list[RunningBot],
     kube: KubeTarget,
-    tmp_path: Path,
+    scene_of: SceneOf,
 ) -> None:
     """API down: `!restore-drill` answers "cluster unreachable"; with a drill open, "one at a time"."""
-    scene = await start_scene(synapse, bot_account, person_factory, bots, kube, tmp_path)
+    scene = await scene_of()
     with kube.require_server().unreachable():
         answer = await scene.ask("!restore-drill daily")
     assert "cluster unreachable" in answer.body
