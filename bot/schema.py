@@ -18,6 +18,7 @@ from bot.drills.store import migrate_restore_drills
 from bot.falco.store import migrate_falco
 from bot.outbox.media import migrate_outbox_media
 from bot.readiness.store import migrate_readiness
+from bot.store.leadership import migrate_leadership
 from bot.store.migrations import Migration, v1_initial, v9_audit_sender_device
 from bot.velero.store import migrate_velero
 
@@ -32,4 +33,5 @@ MIGRATIONS: Sequence[Migration] = (
     migrate_readiness,
     v9_audit_sender_device,
     migrate_restore_drills,
+    migrate_leadership,
 )

@@ -31,6 +31,7 @@ from config.base import PermissionRule as PermissionRule  # noqa: PLC0414 - an e
 from config.base import Section
 from config.deadman import DeadmanSettings
 from config.falco import FalcoSettings
+from config.ha import HaSettings
 from config.kubernetes import KubernetesSettings
 from config.readiness import ReadinessSettings
 from config.velero import VeleroSettings
@@ -195,6 +196,7 @@ class Settings(BaseModel):
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
     velero: VeleroSettings = Field(default_factory=VeleroSettings)
     falco: FalcoSettings = Field(default_factory=FalcoSettings)
+    ha: HaSettings = Field(default_factory=HaSettings)
 
     def secret_values(self) -> list[str]:
         """Every secret's plain value, for the log redaction filter.
