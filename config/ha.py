@@ -22,7 +22,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def default_identity() -> str:
-    """The pod's name (``POD_NAME`` from the downward API), else the host name (a pod's host name is its name)."""
+    """``POD_NAME`` (the downward API), else the host name (in a pod: the pod's name)."""
     return os.environ.get("POD_NAME") or socket.gethostname()
 
 

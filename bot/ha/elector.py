@@ -80,7 +80,7 @@ class LeaderElector:
         return max(1, round(self._settings.lease_duration_s))
 
     async def run(self, stop: asyncio.Event, on_lead: Callable[[Term], Awaitable[None]]) -> None:
-        """Stand by until we lead, call ``on_lead``, then renew until ``stop``; raise ``LeadershipLost`` on losing."""
+        """Stand by until we lead, call ``on_lead``, renew until ``stop``; ``LeadershipLost`` on losing."""
         log.info("standby: waiting for the lease %s (as %s)", self._settings.lease_name, self.identity)
         while not stop.is_set():
             term = await self._try_acquire()

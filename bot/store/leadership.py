@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class LeadershipLost(Exception):
-    """This replica is no longer the leader: it must stop acting (the process exits and restarts as a standby)."""
+    """No longer the leader: stop acting (the process exits and restarts as a standby)."""
 
 
 async def migrate_leadership(conn: aiosqlite.Connection) -> None:
@@ -78,7 +78,7 @@ class Fence:
         return taken
 
     async def check_in(self, conn: aiosqlite.Connection) -> None:
-        """Raise ``LeadershipLost`` unless the store still holds our token (inside the caller's transaction)."""
+        """Raise ``LeadershipLost`` unless the store still holds our token (in the caller's transaction)."""
         if self.token is None:
             raise LeadershipLost("this replica has not taken the lead")
         # A conditional write rather than a read: on PostgreSQL it locks the
