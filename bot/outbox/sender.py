@@ -29,6 +29,7 @@ from bot.outbox.events import build_event
 from bot.outbox.media import OutboxMediaRepo
 from bot.outbox.repo import OutboxId, OutboxRepo, OutboxRow, OutboxState, Ref
 from bot.store.database import Database
+from bot.store.leadership import Fence
 from config.settings import OutboxSettings
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,11 @@ class OutboxSender:
         *,
         clock: Callable[[], float] | None = None,
         initial_backoff_s: float = _INITIAL_BACKOFF_S,
+        fence: Fence | None = None,
     ) -> None:
         self._repo = OutboxRepo(db)
+        # With ha.enabled: every send is claimed under this replica's leadership term.
+        self._fence = fence
         self._media = OutboxMediaRepo(db)
         self._transport = transport
         self._settings = settings
@@ -219,6 +223,10 @@ class OutboxSender:
             if retrying and await self._superseded(row):
                 return
             retrying = True
+            if self._fence is not None:
+                # Raises LeadershipLost when another replica leads: nothing is
+                # sent, and run() ends with it (the process restarts as a standby).
+                await self._fence.check()
             try:
                 if content.get("msgtype") in _MEDIA_MSGTYPES:
                     content = await self._with_media(row, content)
