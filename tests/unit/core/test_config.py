@@ -414,3 +414,34 @@ def test_secret_values_lists_every_secret(tmp_path: Path) -> None:
     }
     settings = load_settings(write(tmp_path, MINIMAL), environ=environ)
     assert sorted(settings.secret_values()) == sorted([SECRET, TOKEN, "falco-token"])
+
+
+# --- ha (two replicas) -----------------------------------------------------
+
+
+def test_ha_is_off_by_default_with_client_go_durations(tmp_path: Path) -> None:
+    """Without an ha section one replica always acts; the durations are client-go's 15/10/2 s."""
+    ha = load_settings(write(tmp_path, MINIMAL), environ={"READYBOT_MATRIX__PASSWORD": SECRET}).ha
+    assert not ha.enabled
+    assert (ha.lease_duration_s, ha.renew_deadline_s, ha.retry_period_s) == (15.0, 10.0, 2.0)
+
+
+def test_ha_identity_comes_from_the_pod_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replica's identity defaults to POD_NAME, as the downward API sets it."""
+    monkeypatch.setenv("POD_NAME", "readybot-1")
+    ha = load_settings(write(tmp_path, MINIMAL), environ={"READYBOT_MATRIX__PASSWORD": SECRET}).ha
+    assert ha.identity == "readybot-1"
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"READYBOT_HA__RENEW_DEADLINE_S": "15"}, "renew_deadline_s must be shorter than ha.lease_duration_s"),
+        ({"READYBOT_HA__RETRY_PERIOD_S": "10"}, "retry_period_s must be shorter than ha.renew_deadline_s"),
+        ({"READYBOT_HA__LEASE_NAME": "Readybot Leader"}, "ha.lease_name"),
+    ],
+)
+def test_ha_durations_and_names_are_checked(tmp_path: Path, extra: dict[str, str], problem: str) -> None:
+    """A renew deadline not below the lease, a retry not below the deadline, or a bad Lease name is refused."""
+    environ = {"READYBOT_MATRIX__PASSWORD": SECRET, "READYBOT_HA__ENABLED": "true", **extra}
+    assert any(problem in line for line in problems_of(write(tmp_path, MINIMAL), environ=environ))
