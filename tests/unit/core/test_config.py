@@ -436,12 +436,12 @@ def test_ha_identity_comes_from_the_pod_name(tmp_path: Path, monkeypatch: pytest
 @pytest.mark.parametrize(
     ("extra", "problem"),
     [
-        ({"READYBOT_HA__RENEW_DEADLINE_S": "15"}, "renew_deadline_s must be shorter than ha.lease_duration_s"),
-        ({"READYBOT_HA__RETRY_PERIOD_S": "10"}, "retry_period_s must be shorter than ha.renew_deadline_s"),
+        ({"READYBOT_HA__RENEW_DEADLINE_S": "15"}, "shorter than ha.lease_duration_s"),
+        ({"READYBOT_HA__RETRY_PERIOD_S": "10"}, "shorter than ha.renew_deadline_s"),
         ({"READYBOT_HA__LEASE_NAME": "Readybot Leader"}, "ha.lease_name"),
     ],
 )
 def test_ha_durations_and_names_are_checked(tmp_path: Path, extra: dict[str, str], problem: str) -> None:
-    """A renew deadline not below the lease, a retry not below the deadline, or a bad Lease name is refused."""
+    """A renew deadline not below the lease, a retry not below it, or a bad Lease name is refused."""
     environ = {"READYBOT_MATRIX__PASSWORD": SECRET, "READYBOT_HA__ENABLED": "true", **extra}
     assert any(problem in line for line in problems_of(write(tmp_path, MINIMAL), environ=environ))
