@@ -233,6 +233,9 @@ class ReadyBot:
         hooks_parts.hooks.update(parts.hooks)  # the HTTP server serves this dict
         self.router.reaction_handlers.extend(parts.reaction_handlers)
         self.router.redaction_handlers.extend(parts.redaction_handlers)
+        # What arrived while standing by goes first (an approval made in the
+        # gap counts before the first expiry check can run).
+        await self.router.take_lead(led_at)
         acting.start(parts)
         # A replica that lost the race for the store's term stops (the fence).
         assert self.fence is not None
@@ -240,7 +243,6 @@ class ReadyBot:
         self.health.leader = True
         if self.connection.first_sync_done.is_set():
             await self._run_on_ready()
-        await self.router.take_lead(led_at)
 
     async def _matrix(self, stop: asyncio.Event) -> None:
         connection, router = self.connection, self.router

@@ -59,24 +59,32 @@ class Replica:
         return None
 
 
-def ha(target: KubeTarget, identity: str) -> HaSettings:
+def ha(target: KubeTarget, identity: str, lease_s: float, deadline_s: float) -> HaSettings:
     return HaSettings(
         enabled=True,
         lease_name="readybot-leader",
         namespace=target.namespace,
         identity=identity,
-        lease_duration_s=LEASE_S,
-        renew_deadline_s=DEADLINE_S,
+        lease_duration_s=lease_s,
+        renew_deadline_s=deadline_s,
         retry_period_s=RETRY_S,
     )
 
 
 @pytest.fixture
 async def replicas(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[list[Replica]]:
+    async with open_replicas(kube, tmp_path, LEASE_S, DEADLINE_S) as made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def open_replicas(
+    kube: KubeTarget, tmp_path: Path, lease_s: float, deadline_s: float
+) -> AsyncIterator[list[Replica]]:
     made: list[Replica] = []
     for name in ("readybot-0", "readybot-1"):
         db = await Database.open(tmp_path / "shared.sqlite3", migrations=MIGRATIONS)
-        settings = ha(kube, name)
+        settings = ha(kube, name, lease_s, deadline_s)
         leases = KubeLeases.from_settings(kube.settings(), settings)
         fence = Fence(db)
         made.append(Replica(name, db, leases, fence, LeaderElector(leases, settings, fence, Metrics())))
@@ -194,3 +202,21 @@ async def test_an_old_leaders_fenced_send_fails_and_sends_nothing(replicas: list
     stop.set()
     await running
     assert len(new_transport.sent) == 1
+
+
+async def test_a_clean_stop_releases_the_lease_and_the_standby_takes_it_at_once(
+    kube: KubeTarget, tmp_path: Path
+) -> None:
+    """A stopped leader releases the Lease (no holder): the standby leads long before it could expire."""
+    # A lease far longer than the wait below: only a release can hand over in time.
+    async with open_replicas(kube, tmp_path, lease_s=120.0, deadline_s=60.0) as replicas:
+        for replica in replicas:
+            replica.start()
+        old = await first_leader(replicas)
+        new = next(r for r in replicas if r is not old)
+        old.stop.set()
+        assert await old.outcome() is None
+        await old.elector.release()
+        assert lease_of(kube)["spec"]["holderIdentity"] == ""
+        await asyncio.wait_for(new.elector.leading.wait(), ACQUIRE_WITHIN_S)
+        assert lease_of(kube)["spec"]["holderIdentity"] == new.name
