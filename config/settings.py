@@ -198,6 +198,13 @@ class Settings(BaseModel):
     falco: FalcoSettings = Field(default_factory=FalcoSettings)
     ha: HaSettings = Field(default_factory=HaSettings)
 
+    @model_validator(mode="after")
+    def _ha_needs_a_cluster(self) -> Settings:
+        # The Lease is read and written through the kubernetes section's connection.
+        if self.ha.enabled and not self.kubernetes.enabled:
+            raise ValueError("ha.enabled needs kubernetes.enabled (the leader Lease is kept in the cluster)")
+        return self
+
     def secret_values(self) -> list[str]:
         """Every secret's plain value, for the log redaction filter.
 

@@ -445,3 +445,14 @@ def test_ha_durations_and_names_are_checked(tmp_path: Path, extra: dict[str, str
     """A renew deadline not below the lease, a retry not below it, or a bad Lease name is refused."""
     environ = {"READYBOT_MATRIX__PASSWORD": SECRET, "READYBOT_HA__ENABLED": "true", **extra}
     assert any(problem in line for line in problems_of(write(tmp_path, MINIMAL), environ=environ))
+
+
+def test_ha_needs_the_kubernetes_connection(tmp_path: Path) -> None:
+    """ha.enabled without kubernetes.enabled is refused: the Lease is kept in the cluster."""
+    environ = {"READYBOT_MATRIX__PASSWORD": SECRET, "READYBOT_HA__ENABLED": "true"}
+    assert any(
+        "ha.enabled needs kubernetes.enabled" in line
+        for line in problems_of(write(tmp_path, MINIMAL), environ=environ)
+    )
+    environ["READYBOT_KUBERNETES__ENABLED"] = "true"
+    assert load_settings(write(tmp_path, MINIMAL), environ=environ).ha.enabled
