@@ -50,6 +50,7 @@ from config.settings import Settings
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+    from bot.ha.election import Term
     from bot.ha.elector import LeaderElector
 
 log = logging.getLogger(__name__)
@@ -205,10 +206,13 @@ class ReadyBot:
                 if self.elector is None:
                     acting.start(parts)
                 else:
-                    group.create_task(
-                        self.elector.run(stop, lambda _term: self._take_lead(context, parts, acting)),
-                        name="leader-election",
-                    )
+
+                    async def on_lead(_term: Term) -> None:
+                        # A task of its own: building the features must not
+                        # hold up the renewals that keep the lead.
+                        group.create_task(self._take_lead(context, parts, acting), name="take-lead")
+
+                    group.create_task(self.elector.run(stop, on_lead), name="leader-election")
             if self.elector is not None:
                 await self.elector.release()
             log.info("stopped")
@@ -259,7 +263,8 @@ class ReadyBot:
         connection.first_sync_done.set()
         self.health.first_sync_done = True
         self.metrics.ready.set(1)
-        if self.elector is None or self.elector.leading.is_set():
+        # With ha, _take_lead runs them if it finishes after this point.
+        if self.elector is None or self.health.leader:
             await self._run_on_ready()
         self.ready.set()
         log.info(
