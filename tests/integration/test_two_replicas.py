@@ -100,6 +100,33 @@ def audit_rows(store: Path, event_id: str) -> list[tuple[str, str]]:
         ]
 
 
+async def start_replicas(
+    synapse: SynapseServer,
+    account: Account,
+    alice: Any,
+    room: str,
+    bot_process: BotProcessFactory,
+    kube: KubeTarget,
+    tmp_path: Path,
+) -> tuple[BotProcess, BotProcess]:
+    """readybot-0 (leading) and readybot-1 (standing by, its first sync done)."""
+    first = bot_process(replica_config(synapse, account, tmp_path, kube, room, 0), name="replica-0")
+    second = bot_process(replica_config(synapse, account, tmp_path, kube, room, 1), name="replica-1")
+    for bot in (first, second):
+        bot.env["READYBOT_HTTP__HOOK_TOKENS__ALERTMANAGER"] = TOKEN
+    # One after the other: the first makes the bot's cross-signing identity,
+    # the second finds it in the shared store and signs its own device with it.
+    first.start()
+    await first.wait_ready()
+    await alice.wait_joined(room, account.user_id, timeout=60)
+    second.start()
+    await second.wait_http()
+    while "ready: serving" not in second.log_text():
+        assert second.process is not None and second.process.poll() is None, second.log_tail()
+        await asyncio.sleep(0.2)
+    return first, second
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_sigkill_of_the_leader_hands_over_to_the_standby_and_nothing_is_lost_or_repeated(
@@ -115,20 +142,7 @@ async def test_sigkill_of_the_leader_hands_over_to_the_standby_and_nothing_is_lo
     alice = await person_factory("alice")
     bot_user = bot_account.user_id
     room = await alice.create_room("alerts", encrypted=True, invite=[bot_user])
-    first = bot_process(replica_config(synapse, bot_account, tmp_path, kube, room, 0), name="replica-0")
-    second = bot_process(replica_config(synapse, bot_account, tmp_path, kube, room, 1), name="replica-1")
-    for bot in (first, second):
-        bot.env["READYBOT_HTTP__HOOK_TOKENS__ALERTMANAGER"] = TOKEN
-    # One after the other: the first makes the bot's cross-signing identity,
-    # the second finds it in the shared store and signs its own device with it.
-    first.start()
-    await first.wait_ready()
-    await alice.wait_joined(room, bot_user, timeout=60)
-    second.start()
-    await second.wait_http()
-    while "ready: serving" not in second.log_text():
-        assert second.process is not None and second.process.poll() is None, second.log_tail()
-        await asyncio.sleep(0.2)
+    first, second = await start_replicas(synapse, bot_account, alice, room, bot_process, kube, tmp_path)
     status, text = await readyz(second)
     assert (status, text.strip()) == (503, "not ready: standby: not the leader")
 
@@ -173,3 +187,54 @@ async def test_sigkill_of_the_leader_hands_over_to_the_standby_and_nothing_is_lo
     assert audit_rows(tmp_path / "shared.sqlite3", gap_command) == [("command:skipped", "sent-before-start")]
     assert "took the lead as readybot-1" in second.log_text()
     assert http_status(second.port, "/readyz") == 200
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_a_leader_paused_past_its_lease_sends_nothing_when_it_wakes(
+    synapse: SynapseServer,
+    bot_account: Account,
+    person_factory: PersonFactory,
+    bot_process: BotProcessFactory,
+    kube: KubeTarget,
+    tmp_path: Path,
+    record_property: Any,
+) -> None:
+    """SIGSTOP a leader holding an unsent group; the standby leads and sends it; SIGCONT: no second copy."""
+    alice = await person_factory("alice")
+    bot_user = bot_account.user_id
+    room = await alice.create_room("alerts", encrypted=True, invite=[bot_user])
+    first, second = await start_replicas(synapse, bot_account, alice, room, bot_process, kube, tmp_path)
+    run = new_run()
+    body = json.dumps(group_payload(run, 7, "a")).encode()
+    assert first.process is not None
+    # The homeserver away: the leader commits the group (200) but cannot send it.
+    await asyncio.to_thread(synapse.stop)
+    try:
+        statuses = await post_like_alertmanager(
+            [first.url("/hooks/alertmanager")], body, time.monotonic() + 30
+        )
+        assert statuses[-1] == 200, statuses
+        first.process.send_signal(signal.SIGSTOP)
+    finally:
+        # Other tests share this Synapse: it comes back whatever happened.
+        synapse.start()
+    try:
+        stopped = time.monotonic()
+        while (await readyz(second))[0] != 200:
+            assert time.monotonic() - stopped < 60, second.log_tail()
+            await asyncio.sleep(0.1)
+        record_property("takeover_after_sigstop_s", round(time.monotonic() - stopped, 1))
+        deadline = time.monotonic() + 90
+        while 7 not in RoomShowing.read(alice, room, bot_user, run).visible():
+            assert time.monotonic() < deadline, "the new leader never sent the group:\n" + second.log_tail()
+            await asyncio.sleep(0.25)
+    finally:
+        first.process.send_signal(signal.SIGCONT)
+    # Awake, the old leader finds a newer term (Lease or store) and exits without sending.
+    assert await first.wait_exit(timeout_s=30) == 75, first.log_tail()
+    await asyncio.sleep(SETTLE_S)
+    showing = RoomShowing.read(alice, room, bot_user, run)
+    assert showing.visible() == {7}
+    assert showing.duplicated() == set(), first.log_tail()
+    assert "lost the lead" in first.log_text() or "fenced" in first.log_text()
