@@ -131,18 +131,29 @@ class LeaderElector:
         return Term(record.transitions, record.acquire_time or self._wall())
 
     async def _renew_until(self, stop: asyncio.Event, term: Term) -> None:
-        while not await _sleep_or_stop(stop, self._settings.retry_period_s):
+        # Sleeps and renewals are cut at the deadline, so a hung API call
+        # cannot keep this replica acting past it.
+        while not await _sleep_or_stop(
+            stop, max(0.001, min(self._settings.retry_period_s, self._until_deadline()))
+        ):
             if self._fence.lost.is_set():
                 self._lost("fenced by a newer term in the store")
                 raise LeadershipLost("fenced by a newer term in the store")
-            if not self.renewals_paused:
-                await self._renew(term)
+            if not self.renewals_paused and self._until_deadline() > 0:
+                try:
+                    await asyncio.wait_for(self._renew(term), max(0.001, self._until_deadline()))
+                except TimeoutError:
+                    log.warning("lease renewal did not finish before the renew deadline")
             now = self._monotonic()
             if must_step_down(
                 last_renewed=self._last_renewed, now=now, renew_deadline_s=self._settings.renew_deadline_s
             ):
                 self._lost(f"no renewal for {now - self._last_renewed:.1f} s")
                 raise LeadershipLost("could not renew the lease within the renew deadline")
+
+    def _until_deadline(self) -> float:
+        """Seconds left before this leader must step down (0 or less: it must now)."""
+        return self._settings.renew_deadline_s - (self._monotonic() - self._last_renewed)
 
     async def _renew(self, term: Term) -> None:
         try:
