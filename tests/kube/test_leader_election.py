@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.ha.election import LeaseRecord
 from bot.ha.elector import LeaderElector
-from bot.ha.lease import KubeLeases
+from bot.ha.lease import KubeLeases, LeaseConflict
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxSender
 from bot.schema import MIGRATIONS
@@ -220,3 +223,29 @@ async def test_a_clean_stop_releases_the_lease_and_the_standby_takes_it_at_once(
         assert lease_of(kube)["spec"]["holderIdentity"] == ""
         await asyncio.wait_for(new.elector.leading.wait(), ACQUIRE_WITHIN_S)
         assert lease_of(kube)["spec"]["holderIdentity"] == new.name
+
+
+async def test_lease_round_trip_and_optimistic_concurrency(kube: KubeTarget) -> None:
+    """Create, read back as V1Lease (times, transitions), replace on the read version; a stale one is 409."""
+    settings = ha(kube, "readybot-0", LEASE_S, DEADLINE_S)
+    leases = KubeLeases.from_settings(kube.settings(), settings)
+    try:
+        assert await leases.get() is None
+        now = datetime.now(UTC).replace(microsecond=123456)
+        record = LeaseRecord("readybot-0", 15, now, now, 3)
+        created = await leases.create(record)
+        assert created.record == record
+        read = await leases.get()
+        assert read is not None and read.record == record
+        with pytest.raises(LeaseConflict):
+            await leases.create(record)
+        renewed = dataclasses.replace(record, renew_time=now + timedelta(seconds=2))
+        replaced = await leases.replace(renewed, read.resource_version)
+        assert replaced.record == renewed
+        assert replaced.resource_version != read.resource_version
+        with pytest.raises(LeaseConflict):
+            await leases.replace(dataclasses.replace(record, holder="readybot-1"), read.resource_version)
+        current = await leases.get()
+        assert current is not None and current.record.holder == "readybot-0"
+    finally:
+        await leases.close()
