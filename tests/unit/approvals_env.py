@@ -21,6 +21,7 @@ from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
 from bot.store.audit import AuditEntry, AuditRepo
 from bot.store.database import Database
+from bot.store.leadership import Fence
 from config.approvals import ApprovalsSettings, GatedApp
 from config.base import PermissionRule
 from tests.unit.argo_fake import FakeArgo, application
@@ -75,7 +76,10 @@ class Env:
     argo: FakeArgo
     clock: Clock
     settings: ApprovalsSettings
+    # Two replicas (ha): the service checks this replica's leadership term.
+    fenced: bool = False
     db: Database = field(init=False)
+    fence: Fence | None = field(init=False, default=None)
     outbox: Outbox = field(init=False)
     audit: AuditRepo = field(init=False)
     service: ApprovalService = field(init=False)
@@ -86,6 +90,7 @@ class Env:
         self.db = await Database.open(self.path, migrations=MIGRATIONS, clock=self.clock)
         self.outbox = Outbox(self.db, clock=self.clock)
         self.audit = AuditRepo(self.db)
+        self.fence = Fence(self.db) if self.fenced else None
         self.service = ApprovalService(
             ApprovalDeps(
                 settings=self.settings,
@@ -98,6 +103,7 @@ class Env:
                 allowed=allowed,
                 clock=self.clock,
                 bot_user_id=BOT,
+                fence=self.fence,
             )
         )
         return self
