@@ -74,6 +74,7 @@ class LeaderElector:
         # Set by pause_renewals() (tests): the leader stops renewing, as if
         # cut off from the API server, and must step down by its deadline.
         self.renewals_paused = False
+        self._api_failing = False
 
     @property
     def duration_s(self) -> int:
@@ -113,11 +114,18 @@ class LeaderElector:
     async def _try_acquire(self) -> Term | None:
         try:
             decision = await self._decide(term=None)
+            self._api_failing = False
             if decision.verb is Verb.WAIT or decision.record is None:
                 return None
             written = await self._write(decision)
-        except (LeaseConflict, LeaseUnavailable) as error:
+        except LeaseConflict as error:
             log.debug("lease not acquired: %s", error)
+            return None
+        except LeaseUnavailable as error:
+            # Once per outage, not every retry period.
+            if not self._api_failing:
+                log.warning("standby cannot read or take the lease: %s; retrying", error)
+            self._api_failing = True
             return None
         self._last_renewed = self._monotonic()
         record = written.record
