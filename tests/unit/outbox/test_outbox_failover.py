@@ -1,4 +1,4 @@
-"""Exactly once across a new device: the outbox id in every event, the look-back for rows begun before a crash."""
+"""Exactly once across a new device: the row id in every event, a look-back for rows begun before a crash."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.outbox import OutboxState, TransientSendError
+from bot.outbox import OutboxId, OutboxState, TransientSendError
 from bot.outbox.events import OUTBOX_KEY, clear_marker, marked_txn, with_marker
 from bot.outbox.inflight import MAX_PAGES, PAGE_SIZE, Lookup, SentLookup
 from tests.unit.outbox.test_outbox import (
@@ -60,7 +60,7 @@ class HistoryHomeserver(FakeHomeserver):
         return events, (str(start) if start > 0 else None)
 
 
-async def crash_mid_send(db_path: Path, hs: HistoryHomeserver, body: str) -> tuple[Harness, int]:
+async def crash_mid_send(db_path: Path, hs: HistoryHomeserver, body: str) -> tuple[Harness, OutboxId]:
     """Queue ``body``, let its send reach the homeserver and the process die before the answer."""
     hs.plan(ROOM_A, CRASH)
     first = await make_harness(db_path, hs)
@@ -215,7 +215,7 @@ async def test_lookup_stops_at_the_page_bound_and_says_unknown() -> None:
 
 
 async def test_lookup_stops_at_the_rows_time_and_at_the_rooms_beginning() -> None:
-    """Events older than the row's begin time (less the skew), or the room's start, end the look-back: absent."""
+    """Events older than the row's begin time (less the skew), or the room's start, end the look-back."""
     hs = HistoryHomeserver()
     hs._persist(ROOM_A, "m.room.message", with_marker(text("a"), origin="o", outbox_id=1, txn_id="t1"), "t1")
     lookup = SentLookup(hs)

@@ -1,0 +1,200 @@
+"""Exactly once across a crash that brings the bot back as a NEW Matrix device (a wiped crypto store).
+
+A new device is the failover situation of issue 16: another transaction-id
+space, so Synapse's txn-id dedup no longer protects a resend, and no key to
+the old device's encrypted messages. The bot runs as a subprocess; the
+test-only hold point (``READYBOT_TEST_HOLD_AT``, bot/testhooks.py) stops it
+right after the homeserver answered a chosen send and before the row is
+recorded, the test SIGKILLs it there, wipes the crypto store and starts it
+again. Counted from a person's E2EE client: every message exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import sqlite3
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from nio import RoomMessageNotice
+
+from bot.demo.synapse import SynapseServer
+from bot.outbox.events import OUTBOX_KEY
+from tests.faults.alert_groups import RoomShowing, group_payload, marker, new_run
+from tests.integration.botprocess import BotProcess
+from tests.integration.botrunner import bot_config, eventually
+from tests.integration.fixtures import BotProcessFactory
+from tests.integration.people import Account, Person, PersonFactory
+
+TOKEN = "failover-hook-token-4tQ8wZ"
+GROUPS = 40
+HELD_GROUP = 12
+WAIT_S = 90.0
+# After everything showed, how long a late duplicate has to arrive.
+SETTLE_S = 3.0
+HOLD_LINE = "readybot test hook: holding at outbox.sent"
+RAISED_BUDGET = {"burst": 100_000, "per_minute": 1_000_000}
+
+
+def metric(bot: BotProcess, name: str) -> float:
+    """A sample from the bot's /metrics (0 when absent)."""
+    with urllib.request.urlopen(bot.url("/metrics"), timeout=2) as response:  # noqa: S310 (127.0.0.1)
+        text = response.read().decode()
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def held(bot: BotProcess) -> None:
+    """Until the bot says it holds at the hook (it then never moves again)."""
+    await eventually(lambda: HOLD_LINE in bot.log_text(), "the bot to reach the hold point", WAIT_S)
+
+
+def restart_as_new_device(bot: BotProcess, state: Path) -> None:
+    """Wipe the crypto store and start without the hold: the bot logs in as a new device."""
+    shutil.rmtree(state / "crypto")
+    bot.env.pop("READYBOT_TEST_HOLD_AT", None)
+    bot.start()
+
+
+def outbox_pending(path: Path) -> tuple[int, int]:
+    """Rows pending in the store (of them, how many had begun sending), read while the bot is dead."""
+    with sqlite3.connect(path) as raw:
+        row = raw.execute(
+            "SELECT COUNT(*), COUNT(send_began_at) FROM outbox WHERE state = 'pending'"
+        ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def outbox_ids_seen(person: Person, room: str, bot_user: str) -> list[int]:
+    """The outbox row id of every bot event the person's client decrypted in ``room``, with repeats."""
+    ids = []
+    seen_events: set[str] = set()
+    for room_id, event in person.received:
+        if room_id != room or getattr(event, "sender", None) != bot_user:
+            continue
+        event_id = getattr(event, "event_id", None)
+        if event_id is None or event_id in seen_events:
+            continue  # an event decrypted late is recorded again
+        seen_events.add(event_id)
+        marker_ = getattr(event, "source", {}).get("content", {}).get(OUTBOX_KEY)
+        if isinstance(marker_, dict) and isinstance(marker_.get("id"), int):
+            ids.append(marker_["id"])
+    return ids
+
+
+async def post(url: str, body: dict[str, Any]) -> int | None:
+    """POST one webhook; its status, or None when the bot died before answering."""
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT_S)) as http,
+            http.post(url, data=json.dumps(body), headers=headers) as response,
+        ):
+            await response.read()
+            return response.status
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+@pytest.mark.timeout(300)
+async def test_sigkill_mid_burst_then_a_new_device_shows_every_group_once(
+    synapse: SynapseServer,
+    bot_account: Account,
+    person_factory: PersonFactory,
+    bot_process: BotProcessFactory,
+    tmp_path: Path,
+    record_property: Any,
+) -> None:
+    """Killed right after a send the homeserver accepted, back as a new device: each group shows once."""
+    alice = await person_factory("alice")
+    bot_user = bot_account.user_id
+    room = await alice.create_room("alerts", encrypted=True, invite=[bot_user])
+    state = tmp_path / "state"
+    config = bot_config(
+        synapse.base_url,
+        bot_account,
+        state,
+        [room],
+        alertmanager={"enabled": True, "default_rooms": [room], "send_budget": RAISED_BUDGET},
+    )
+    bot = bot_process(config)
+    bot.env["READYBOT_HTTP__HOOK_TOKENS__ALERTMANAGER"] = TOKEN
+    run = new_run()
+    held_group = HELD_GROUP
+    # Held once the homeserver accepted the message showing this group (its
+    # own, or a storm digest's line): rows before it are sent or on their way
+    # (4 at a time), rows after it are queued, webhooks after it wait.
+    bot.env["READYBOT_TEST_HOLD_AT"] = f"outbox.sent:{marker(run, held_group)}"
+    bot.start()
+    await bot.wait_ready()
+    await alice.wait_joined(room, bot_user, timeout=60)
+
+    url = bot.url("/hooks/alertmanager")
+
+    async def post_all() -> list[int]:
+        """Every group in order; the indices the bot did not answer (it was held, then killed)."""
+        return [i for i in range(GROUPS) if await post(url, group_payload(run, i, "a")) != 200]
+
+    posting = asyncio.create_task(post_all())
+    await held(bot)
+    await bot.kill()
+    unanswered = await posting
+    sqlite = state / "readybot.sqlite3"
+    pending_at_kill, begun_at_kill = outbox_pending(sqlite)
+
+    since = alice.mark()
+    restart_as_new_device(bot, state)
+    await bot.wait_ready()
+    # What Alertmanager does with a webhook the bot never answered: send it again.
+    for index in unanswered:
+        assert await post(url, group_payload(run, index, "a")) == 200
+    # Resolving the held group edits the message showing it: the edit must find the event the old device sent.
+    resolved = group_payload(run, held_group, "a")
+    resolved["status"] = "resolved"
+    resolved["alerts"][0]["status"] = "resolved"
+    resolved["alerts"][0]["endsAt"] = "2026-11-25T10:05:00Z"
+    assert await post(url, resolved) == 200
+
+    expected = set(range(GROUPS))
+    await eventually(
+        lambda: expected <= RoomShowing.read(alice, room, bot_user, run).visible(),
+        "every group shown",
+        WAIT_S,
+    )
+
+    def resolved_shown() -> bool:
+        showing_now = RoomShowing.read(alice, room, bot_user, run)
+        return showing_now.edits >= 1
+
+    await eventually(resolved_shown, "the held group's message edited as resolved", WAIT_S)
+    await eventually(lambda: metric(bot, "readybot_outbox_depth") == 0.0, "the outbox empty", WAIT_S)
+    await asyncio.sleep(SETTLE_S)
+    found = metric(bot, 'readybot_outbox_resume_lookups_total{outcome="found"}')
+    absent = metric(bot, 'readybot_outbox_resume_lookups_total{outcome="absent"}')
+    await bot.terminate()
+
+    showing = RoomShowing.read(alice, room, bot_user, run)
+    ids = outbox_ids_seen(alice, room, bot_user)
+    notices_after = [e for r, e in alice.received[since:] if r == room and isinstance(e, RoomMessageNotice)]
+    record_property("groups", GROUPS)
+    record_property("unanswered_webhooks", len(unanswered))
+    record_property("pending_at_kill", pending_at_kill)
+    record_property("begun_at_kill", begun_at_kill)
+    record_property("found_after_restart", found)
+    record_property("absent_after_restart", absent)
+    record_property("notices_after_restart", len(notices_after))
+    assert expected - showing.visible() == set(), "no group lost"
+    assert showing.duplicated() == set(), "no group shown twice"
+    assert showing.early_edits == 0
+    assert len(ids) == len(set(ids)), "no outbox row in the room twice"
+    assert "logging in as a new device" in bot.log_text()
+    # The held send was accepted before the kill: the new device must have found it;
+    # every other row begun before the kill was either found or sent once.
+    assert found >= 1
+    assert found + absent == begun_at_kill
