@@ -1,5 +1,8 @@
 """Exactly once across a crash that brings the bot back as a NEW Matrix device (a wiped crypto store).
 
+Alert groups, an approved sync, and the dead-man's switch, each killed at a
+point where a resend would show twice or a write would happen twice.
+
 A new device is the failover situation of issue 16: another transaction-id
 space, so Synapse's txn-id dedup no longer protects a resend, and no key to
 the old device's encrypted messages. The bot runs as a subprocess; the
@@ -17,20 +20,25 @@ import re
 import shutil
 import sqlite3
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from nio import RoomMessageNotice
+from nio import Event, RoomMessageNotice
 
 from bot.demo.synapse import SynapseServer
 from bot.outbox.events import OUTBOX_KEY
 from tests.faults.alert_groups import RoomShowing, group_payload, marker, new_run
+from tests.faults.approval_world import APP_PATH, approval_config, audit_actions, operation_writes
+from tests.integration.argo_world import Controller, edit_of, gated, in_thread_of, room_of
 from tests.integration.botprocess import BotProcess
 from tests.integration.botrunner import bot_config, eventually
 from tests.integration.fixtures import BotProcessFactory
 from tests.integration.people import Account, Person, PersonFactory
+from tests.kube.handle import KubeTarget
+from tests.unit.argo_fake import REV_B, application
 
 TOKEN = "failover-hook-token-4tQ8wZ"
 GROUPS = 40
@@ -198,3 +206,105 @@ async def test_sigkill_mid_burst_then_a_new_device_shows_every_group_once(
     # every other row begun before the kill was either found or sent once.
     assert found >= 1
     assert found + absent == begun_at_kill
+
+
+# -- approvals: one sync, one outcome ---------------------------------------------------
+
+# Where the bot dies, each time coming back as a new device:
+# - "before-write": Bob's ✅ is committed, the bot's re-read of the Application before the write is held;
+# - "after-write": the operation is written and the prompt says syncing; the outcome is still to come;
+# - "outcome-sent": the sync succeeded and the homeserver accepted the first outcome message
+#   (the prompt's edit or the thread line), not yet recorded as sent.
+APPROVAL_KILL_POINTS = ["before-write", "after-write", "outcome-sent"]
+
+
+def distinct(events: list[tuple[str, Event]], room: str, predicate: Callable[[Event], bool]) -> int:
+    """How many distinct events in ``room`` match (an event decrypted late is recorded twice)."""
+    return len({e.event_id for r, e in events if r == room and predicate(e)})
+
+
+@pytest.mark.parametrize("kill_point", APPROVAL_KILL_POINTS)
+@pytest.mark.timeout(300)
+async def test_approval_killed_and_back_as_a_new_device_syncs_once_and_reports_once(
+    synapse: SynapseServer,
+    bot_account: Account,
+    person_factory: PersonFactory,
+    bot_process: BotProcessFactory,
+    kube: KubeTarget,
+    tmp_path: Path,
+    record_property: Any,
+    kill_point: str,
+) -> None:
+    """Killed between ✅ and the write, after it, or with the outcome on its way: one write, one outcome."""
+    server = kube.require_server()
+    controller = Controller(kube)
+    controller.put(application("cilium"))
+    alice, bob = await person_factory("alice"), await person_factory("bob")
+    bot_user = bot_account.user_id
+    room = await room_of(alice, bob, bot_user)
+    state = tmp_path / "state"
+    apps = {"cilium": gated(kube, [alice.user_id], [bob.user_id])}
+    bot = bot_process(approval_config(synapse, bot_account, state, room, kube, apps))
+    if kill_point == "outcome-sent":
+        bot.env["READYBOT_TEST_HOLD_AT"] = "outbox.sent:Synced"
+    bot.start()
+    await bot.wait_ready()
+    await alice.wait_joined(room, bot_user)
+
+    command = await alice.send_text(room, "!sync cilium", wait_members=[bot_user])
+    prompt = await alice.wait_for_reply(room, bot_user, after_event_id=command, timeout=WAIT_S)
+    approval_id = prompt.body.split("Sync request ", 1)[1].split(":", 1)[0]
+    await bob.wait_for(lambda e: getattr(e, "event_id", None) == prompt.event_id, room_id=room)
+
+    if kill_point == "before-write":
+        hold = server.hold(APP_PATH, verb="get", times=1)
+        await bob.react(room, prompt.event_id, "✅")
+        await eventually(lambda: hold.hits == 1, "the bot's pre-write read", WAIT_S)
+        await bot.kill()
+        hold.release()
+    elif kill_point == "after-write":
+        await bob.react(room, prompt.event_id, "✅")
+        await alice.wait_for(edit_of(prompt.event_id, "🔄 Syncing"), timeout=WAIT_S)
+        await bot.kill()
+    else:
+        await bob.react(room, prompt.event_id, "✅")
+        await controller.operation()
+        controller.run_to_success()
+        await held(bot)
+        await bot.kill()
+    writes_before_restart = operation_writes(server, approval_id)
+
+    since = alice.mark()
+    restart_as_new_device(bot, state)
+    await bot.wait_ready()
+    if kill_point != "outcome-sent":
+        operation = await controller.operation()
+        assert operation["sync"]["revision"] == REV_B
+        controller.run_to_success()
+    await alice.wait_for(edit_of(prompt.event_id, f"✅ Synced {REV_B[:10]}"), timeout=WAIT_S)
+    await alice.wait_for(in_thread_of(prompt.event_id, "✅ Synced"), timeout=WAIT_S)
+    # A barrier: the bot answers !approvals after everything it queued before.
+    listing = await alice.send_text(room, "!approvals")
+    answer = await alice.wait_for_reply(room, bot_user, after_event_id=listing, timeout=WAIT_S)
+    assert "No open sync requests" in answer.body
+    await asyncio.sleep(SETTLE_S)
+    found = metric(bot, 'readybot_outbox_resume_lookups_total{outcome="found"}')
+    await bot.terminate()
+
+    outcome_edits = distinct(alice.received, room, edit_of(prompt.event_id, "✅ Synced"))
+    outcome_lines = distinct(alice.received, room, in_thread_of(prompt.event_id, "✅ Synced"))
+    actions = audit_actions(state / "readybot.sqlite3")
+    record_property("kill_point", kill_point)
+    record_property("syncs_started", operation_writes(server, approval_id))
+    record_property("outcome_edits", outcome_edits)
+    record_property("outcome_lines", outcome_lines)
+    record_property("found_after_restart", found)
+    record_property("events_after_restart", len(alice.received) - since)
+    assert writes_before_restart == (0 if kill_point == "before-write" else 1)
+    assert operation_writes(server, approval_id) == 1
+    assert (outcome_edits, outcome_lines) == (1, 1)
+    assert actions.count("approval:started") == 1 and actions.count("approval:succeeded") == 1
+    assert "approval:aborted" not in actions
+    assert "logging in as a new device" in bot.log_text()
+    if kill_point == "outcome-sent":
+        assert found >= 1
