@@ -19,6 +19,7 @@ import json
 import re
 import shutil
 import sqlite3
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -32,10 +33,11 @@ from bot.demo.synapse import SynapseServer
 from bot.outbox.events import OUTBOX_KEY
 from tests.faults.alert_groups import RoomShowing, group_payload, marker, new_run
 from tests.faults.approval_world import APP_PATH, approval_config, audit_actions, operation_writes
+from tests.integration.alertmanager import receiver_config
 from tests.integration.argo_world import Controller, edit_of, gated, in_thread_of, room_of
 from tests.integration.botprocess import BotProcess
 from tests.integration.botrunner import bot_config, eventually
-from tests.integration.fixtures import BotProcessFactory
+from tests.integration.fixtures import AlertmanagerFactory, BotProcessFactory
 from tests.integration.people import Account, Person, PersonFactory
 from tests.kube.handle import KubeTarget
 from tests.unit.argo_fake import REV_B, application
@@ -308,3 +310,104 @@ async def test_approval_killed_and_back_as_a_new_device_syncs_once_and_reports_o
     assert "logging in as a new device" in bot.log_text()
     if kill_point == "outcome-sent":
         assert found >= 1
+
+
+# -- the dead-man's switch across a restart gap ------------------------------------------
+
+DEADMAN_TOKEN = "deadman-hook-token-P3vX"
+DEADMAN_THRESHOLD_S = 8.0
+DEADMAN_CHECK_S = 1.0
+WATCHDOG = {"alertname": "Watchdog", "severity": "none"}
+
+
+def last_heartbeat(path: Path) -> float | None:
+    """The newest heartbeat any source has in the store (read beside the running bot: WAL)."""
+    with sqlite3.connect(path) as raw:
+        row = raw.execute("SELECT MAX(last_seen) FROM deadman_sources").fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def alarms(person: Person, room: str, bot_user: str) -> int:
+    """Distinct 🔴 notices from the bot in ``room``."""
+
+    def alarm(event: Event) -> bool:
+        return (
+            isinstance(event, RoomMessageNotice) and event.sender == bot_user and event.body.startswith("🔴")
+        )
+
+    return distinct(person.received, room, alarm)
+
+
+@pytest.mark.timeout(300)
+async def test_deadman_across_restarts_as_new_devices_no_false_alarm_and_one_real_alarm(
+    synapse: SynapseServer,
+    bot_account: Account,
+    person_factory: PersonFactory,
+    bot_process: BotProcessFactory,
+    alertmanager: AlertmanagerFactory,
+    tmp_path: Path,
+    record_property: Any,
+) -> None:
+    """A gap shorter than the threshold raises nothing; a Watchdog outage in a gap is alarmed exactly once."""
+    alice = await person_factory("alice")
+    bot_user = bot_account.user_id
+    room = await alice.create_room("alerts", encrypted=True, invite=[bot_user])
+    state = tmp_path / "state"
+    sqlite = state / "readybot.sqlite3"
+    config = bot_config(
+        synapse.base_url,
+        bot_account,
+        state,
+        [room],
+        alertmanager={"enabled": True, "default_rooms": [room]},
+        deadman={"threshold_s": DEADMAN_THRESHOLD_S, "check_interval_s": DEADMAN_CHECK_S},
+    )
+    bot = bot_process(config)
+    bot.env["READYBOT_HTTP__HOOK_TOKENS__ALERTMANAGER"] = DEADMAN_TOKEN
+    bot.start()
+    await bot.wait_ready()
+    await alice.wait_joined(room, bot_user, timeout=60)
+    server = alertmanager(receiver_config(bot.url(""), DEADMAN_TOKEN, watchdog_repeat="1s"))
+    server.fire(WATCHDOG)
+    await eventually(lambda: last_heartbeat(sqlite) is not None, "a first heartbeat", WAIT_S)
+
+    # 1. A gap shorter than the threshold (Alertmanager keeps beating into the void): no alarm.
+    await bot.kill()
+    killed_at = time.time()
+    restart_as_new_device(bot, state)
+    await bot.wait_ready()
+    gap_s = time.time() - killed_at
+    assert gap_s < DEADMAN_THRESHOLD_S, "the gap must be shorter than the threshold"
+    restarted_at = time.time()
+    await eventually(
+        lambda: (last_heartbeat(sqlite) or 0) > restarted_at, "a heartbeat after the gap", WAIT_S
+    )
+    # Checks run every second: a false alarm would have been raised well within this.
+    await asyncio.sleep(DEADMAN_THRESHOLD_S + 3 * DEADMAN_CHECK_S)
+    false_alarms = alarms(alice, room, bot_user)
+
+    # 2. The Watchdog dies, then the bot, which comes back as a new device. Its alarm is held
+    #    right after the homeserver accepted it, the bot killed there and back as another new
+    #    device: the alarm must show once, neither lost nor repeated.
+    await asyncio.to_thread(server.stop)
+    await bot.kill()
+    bot.env["READYBOT_TEST_HOLD_AT"] = "outbox.sent:🔴"
+    shutil.rmtree(state / "crypto")
+    bot.start()
+    await held(bot)
+    await bot.kill()
+    restart_as_new_device(bot, state)
+    await bot.wait_ready()
+    await eventually(lambda: alarms(alice, room, bot_user) >= 1, "the alarm", WAIT_S)
+    await eventually(lambda: metric(bot, "readybot_outbox_depth") == 0.0, "the outbox empty", WAIT_S)
+    await asyncio.sleep(SETTLE_S + 2 * DEADMAN_CHECK_S)
+    found = metric(bot, 'readybot_outbox_resume_lookups_total{outcome="found"}')
+    await bot.terminate()
+
+    record_property("gap_s", round(gap_s, 1))
+    record_property("false_alarms", false_alarms)
+    record_property("alarms", alarms(alice, room, bot_user))
+    record_property("found_after_restart", found)
+    assert false_alarms == 0
+    assert alarms(alice, room, bot_user) == 1
+    assert found >= 1
