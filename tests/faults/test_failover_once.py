@@ -202,6 +202,13 @@ async def test_sigkill_mid_burst_then_a_new_device_shows_every_group_once(
     assert expected - showing.visible() == set(), "no group lost"
     assert showing.duplicated() == set(), "no group shown twice"
     assert showing.early_edits == 0
+    # Every bot event the person decrypted names its row, and no row shows twice.
+    bot_events = {
+        e.event_id
+        for r, e in alice.received
+        if r == room and isinstance(e, RoomMessageNotice) and e.sender == bot_user
+    }
+    assert len(ids) == len(bot_events) >= showing.messages
     assert len(ids) == len(set(ids)), "no outbox row in the room twice"
     assert "logging in as a new device" in bot.log_text()
     # The held send was accepted before the kill: the new device must have found it;
