@@ -140,6 +140,18 @@ class OutboxSender:
         self._in_flight = InFlightRepo(db)
         self._begun: set[OutboxId] = set()
         self._origin: str | None = None
+        self._lookup: SentLookup | None = None
+        self.new_term()
+
+    def new_term(self) -> None:
+        """Forget which rows this sender began and what it read of the rooms (``run`` calls it).
+
+        Across a lead lost and taken again, another replica may have begun or
+        sent those rows meanwhile: they are looked for again, like any row
+        begun before this term.
+        """
+        self._begun.clear()
+        transport = self._transport
         self._lookup = SentLookup(transport) if isinstance(transport, HistoryTransport) else None
 
     def wake(self) -> None:
@@ -149,10 +161,12 @@ class OutboxSender:
     async def run(self, stop: asyncio.Event) -> None:
         """Send until ``stop`` is set, then cancel in-flight sends and return.
 
-        Rows cut short stay pending and are resent (same txn id) by the next
-        run. An unexpected error in a room task (e.g. the store failing) ends
+        Rows cut short stay pending; the next run (a new term: ``new_term``)
+        looks for them in the room and resends (same txn id) those it does
+        not find. An unexpected error in a room task (e.g. the store failing) ends
         ``run`` with that error, so the supervisor restarts the bot.
         """
+        self.new_term()
         # Evaluated at scrape time, so the age grows while nothing changes.
         self._metrics.outbox_oldest_age.set_function(self._oldest_age)
         async with asyncio.TaskGroup() as group:

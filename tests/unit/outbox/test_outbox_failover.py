@@ -226,3 +226,23 @@ async def test_lookup_stops_at_the_rows_time_and_at_the_rooms_beginning() -> Non
     # The events are stamped ~1,000 s after the epoch; a row begun a day later cannot be among them.
     assert await later.find(ROOM_A, "t9", began_at=86_400.0) == (Lookup.ABSENT, None)
     assert hs.pages_read == 2  # one page each: the first reached the start, the second passed the time
+
+
+async def test_a_new_run_of_the_same_sender_looks_for_rows_the_last_run_began(db_path: Path) -> None:
+    """A sender run again (the lead taken again) looks up rows its previous run began, and finds them."""
+    hs = HistoryHomeserver()
+    hs.plan(ROOM_A, CRASH)
+    h = await make_harness(db_path, hs)
+    try:
+        outbox_id = await h.outbox.send_message(ROOM_A, text("twice?"))
+        async with running(h.sender):
+            await asyncio.wait_for(hs.crashed.wait(), timeout=3.0)
+        hs.new_device()  # meanwhile another replica's device held the lead
+        async with running(h.sender):
+            event_id = await h.outbox.wait_sent(outbox_id, timeout=3.0)
+        found = h.sample("readybot_outbox_resume_lookups_total", {"outcome": "found"})
+    finally:
+        await h.db.close()
+    assert hs.bodies(ROOM_A) == ["twice?"]
+    assert event_id == hs.timeline[ROOM_A][0].event_id
+    assert found == 1
