@@ -21,6 +21,8 @@ _RATE_LIMITED = 429
 # nio uploads without a timeout of its own; an upload slower than this is retried.
 _UPLOAD_TIMEOUT_S = 60.0
 _OK = 200
+# Synapse's answer to a second reaction with the same key by the same user on one event.
+_DUPLICATE_ANNOTATION = "M_DUPLICATE_ANNOTATION"
 # What the outbox sends, as the look-back after a restart reads it (the bot's own events only).
 _OWN_EVENT_TYPES = ["m.room.message", "m.room.encrypted", "m.reaction"]
 
@@ -65,7 +67,34 @@ class NioTransport:
             raise PermanentSendError(str(error)) from None
         if isinstance(response, RoomSendResponse):
             return str(response.event_id)
+        if event_type == "m.reaction" and getattr(response, "status_code", None) == _DUPLICATE_ANNOTATION:
+            # The homeserver holds this reaction of ours already (sent by a device
+            # before this one): that event is the row's, as a deduplicated resend.
+            existing = await self._own_annotation(client, room_id, content)
+            if existing is not None:
+                return existing
         raise _error_for(response)
+
+    async def _own_annotation(self, client: AsyncClient, room_id: str, content: dict[str, Any]) -> str | None:
+        """The event id of the bot's own reaction with this content's key on its target, if found."""
+        relates = content.get("m.relates_to") or {}
+        target, key = relates.get("event_id"), relates.get("key")
+        if not isinstance(target, str) or not isinstance(key, str):
+            return None
+        room_path = f"/_matrix/client/v1/rooms/{quote(room_id, safe='')}"
+        path = f"{room_path}/relations/{quote(target, safe='')}/m.annotation/m.reaction?limit=100"
+        try:
+            status, answer = await raw_request(client, "GET", path, None)
+        except NETWORK_ERRORS as error:
+            raise TransientSendError(f"relations: {type(error).__name__}") from None
+        chunk = answer.get("chunk") if status == _OK else None
+        for event in chunk if isinstance(chunk, list) else []:
+            if not isinstance(event, dict) or event.get("sender") != self._connection.user_id:
+                continue
+            event_relates = (event.get("content") or {}).get("m.relates_to") or {}
+            if event_relates.get("key") == key and isinstance(event.get("event_id"), str):
+                return str(event["event_id"])
+        return None
 
     async def _send_encrypted(
         self,
