@@ -920,7 +920,7 @@ async def test_a_replica_that_lost_the_lead_counts_no_approval(env: Env) -> None
 
 
 async def test_a_leader_that_loses_the_lead_before_the_write_writes_no_operation(env: Env) -> None:
-    """Approved under our term, but another replica leads by the time of the write: nothing is written."""
+    """Another replica leads by the time of the write: nothing written; the new leader writes it once."""
     env.fenced = True
     await env.close()
     await env.open()
@@ -935,5 +935,13 @@ async def test_a_leader_that_loses_the_lead_before_the_write_writes_no_operation
     env.argo.get = read_then_lose_the_lead  # type: ignore[method-assign]
     with pytest.raises(LeadershipLost):
         await env.react(approval_id, BOB)
-    assert await env.state(approval_id) == "approved"  # the new leader's resume() settles it
+    assert await env.state(approval_id) == "approved"
     assert env.argo.patches == 0
+    # The new leader (term 2) builds its service at the takeover and resumes: one sync.
+    env.argo.get = read  # type: ignore[method-assign]
+    await env.close()
+    await env.open()
+    assert env.fence is not None and await env.fence.take("readybot-1", 3)
+    await env.service.runner.resume()
+    assert await env.state(approval_id) == "started"
+    assert env.argo.started_for(approval_id) == 1
