@@ -112,6 +112,7 @@ def _print_problems(error: ConfigError) -> None:
 
 def _run(config: Path | None) -> int:
     from bot.app import ReadyBot
+    from bot.errors import StoreUnavailableError
     from bot.logging_setup import setup_logging
     from bot.matrix.connection import LoginRefused
     from bot.store.migrations import SchemaTooNewError
@@ -140,6 +141,11 @@ def _run(config: Path | None) -> int:
     except* SchemaTooNewError as group:
         log.error("%s", group.exceptions[0])
         code = EXIT_CONFIG
+    except* StoreUnavailableError as group:
+        # PostgreSQL unreachable at start-up (the message masks the password):
+        # exit non-zero and let Kubernetes restart the pod; no stack trace.
+        log.error("the store cannot be opened: %s", group.exceptions[0])
+        code = EXIT_FAILURE
     except* ConfigError as group:
         # A feature found its configuration unusable at start-up (e.g. no kubeconfig).
         for refused in group.exceptions:
