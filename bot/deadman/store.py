@@ -195,8 +195,10 @@ class HeartbeatRepo:
         cursor = await conn.execute(
             "UPDATE deadman_sources SET state = 'down', state_since = ?, silent_since = ?,"
             " alarm_refs = NULL, outages = outages + 1"
-            " WHERE source = ? AND state = 'up' AND last_seen IS ?",
-            (at, silent_since, source, last_seen),
+            # Null-safe equality spelled so both read it (SQLite's IS is
+            # PostgreSQL's IS NOT DISTINCT FROM).
+            " WHERE source = ? AND state = 'up' AND (last_seen = ? OR (last_seen IS NULL AND ? IS NULL))",
+            (at, silent_since, source, last_seen, last_seen),
         )
         return cursor.rowcount == 1
 

@@ -236,7 +236,8 @@ class OutboxRepo:
         cursor = await conn.execute(
             "UPDATE outbox SET payload = ? WHERE id = ? AND room_id = ? AND kind = 'message'"
             " AND state = 'pending' AND (SELECT COUNT(*) FROM (SELECT 1 FROM outbox o"
-            "  WHERE o.room_id = outbox.room_id AND o.state = 'pending' AND o.id < outbox.id LIMIT ?)) >= ?",
+            "  WHERE o.room_id = outbox.room_id AND o.state = 'pending' AND o.id < outbox.id LIMIT ?)"
+            " AS ahead) >= ?",
             (json.dumps(payload, ensure_ascii=False, allow_nan=False), outbox_id, room_id, behind, behind),
         )
         return cursor.rowcount == 1
