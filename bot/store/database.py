@@ -25,15 +25,15 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import aiosqlite
 
 from bot.errors import StoreUnavailableError
 from bot.store.migrations import Migration, migrate
-from bot.store.tx import Params, Row, Tx
+from bot.store.tx import Cursor, Params, Row, Tx
 
 if TYPE_CHECKING:
     from bot.store.postgres import PgConnection
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Database", "Params", "Row", "Tx"]
 
 Dialect = Literal["sqlite", "postgresql"]
+_T = TypeVar("_T")
 
 _BUSY_TIMEOUT_MS = 5_000
 
@@ -196,20 +197,29 @@ class Database:
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         """Run a read and return every row, never seeing another task's uncommitted writes."""
         async with self._reading():
-            cursor = await self._conn.execute(sql, params)
-            try:
-                return list(await cursor.fetchall())
-            finally:
-                await cursor.close()
+            return await self._read(sql, params, _all_rows)
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         """Run a read and return its first row (or None)."""
         async with self._reading():
-            cursor = await self._conn.execute(sql, params)
+            return await self._read(sql, params, _first_row)
+
+    async def _read(self, sql: str, params: Params, fetch: Callable[[Cursor], Awaitable[_T]]) -> _T:
+        params = tuple(params)
+        for attempt in (1, 2):
             try:
-                return await cursor.fetchone()
-            finally:
-                await cursor.close()
+                cursor = await self._conn.execute(sql, params)
+                try:
+                    return await fetch(cursor)
+                finally:
+                    await cursor.close()
+            except sqlite3.OperationalError:
+                # A read outside a transaction is safe to repeat once on a new
+                # connection when PostgreSQL dropped the old one (a failover).
+                if self._pg is None or attempt == 2 or not self._pg.lost or self._owner is not None:
+                    raise
+                await self._pg.ensure()
+        raise AssertionError("unreachable")
 
     @contextlib.asynccontextmanager
     async def _reading(self) -> AsyncIterator[None]:
@@ -222,6 +232,14 @@ class Database:
             if self._pg is not None and not self._closed:
                 await self._pg.ensure()
             yield
+
+
+async def _all_rows(cursor: Cursor) -> list[Row]:
+    return list(await cursor.fetchall())
+
+
+async def _first_row(cursor: Cursor) -> Row | None:
+    return await cursor.fetchone()
 
 
 def _create_private(path: Path) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import psycopg.errors
 from psycopg import pq
 from psycopg.adapt import Dumper, Loader
 
@@ -90,7 +91,11 @@ def _mapped(error: psycopg.Error) -> sqlite3.Error:
         kind = PgDataError
     else:
         kind = PgDatabaseError
-    return kind(str(error).strip() or type(error).__name__)
+    message = str(error).strip() or type(error).__name__
+    if isinstance(error, psycopg.errors.LockNotAvailable):
+        # The words SQLite uses, so logs and alerts read the same on both backends.
+        message = f"database is locked ({message})"
+    return kind(message)
 
 
 def mask_url(url: str) -> str:
@@ -312,7 +317,7 @@ class PgConnection:
 
     async def ensure(self) -> None:
         """Reconnect if the connection was lost since the last statement."""
-        if self._conn is None or self._conn.closed or self._conn.broken:
+        if self.lost:
             if self._conn is not None:
                 log.warning("store: the PostgreSQL connection was lost; reconnecting")
             await self.connect()
@@ -329,9 +334,26 @@ class PgConnection:
         status = self._conn.info.transaction_status
         return status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 
+    @property
+    def lost(self) -> bool:
+        """The connection is gone (server restarted, failed over, the session was terminated)."""
+        return self._conn is None or self._conn.closed or self._conn.broken
+
     async def begin(self) -> None:
-        """Open a transaction holding the write lock (one round trip: both in one simple query)."""
-        await self._exec(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+        """Open a transaction holding the write lock (one round trip: both in one simple query).
+
+        A connection found dead here (PostgreSQL restarted or failed over
+        since the last statement) is replaced and BEGIN tried once more:
+        nothing of the transaction has run yet.
+        """
+        sql = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
+        try:
+            await self._exec(sql)
+        except sqlite3.OperationalError:
+            if not self.lost:
+                raise
+            await self.ensure()
+            await self._exec(sql)
 
     async def commit(self) -> None:
         await self._exec("COMMIT")
