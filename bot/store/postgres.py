@@ -421,7 +421,15 @@ async def ensure_schema_table(conn: PgConnection) -> None:
 
 async def read_version(conn: PgConnection) -> int:
     """The number of migrations applied; 0 for a database readybot never migrated."""
-    cursor = await conn.execute("SELECT to_regclass(?) IS NOT NULL", (_SCHEMA_TABLE,))
+    # A query of pg_tables, not to_regclass(): a backend that has just waited
+    # for the advisory lock may not have read the catalog invalidations of
+    # the commit it waited for, so a syscache lookup can still miss a table
+    # another replica created; a query sees the statement's fresh snapshot.
+    cursor = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema()"
+        " AND tablename = ?)",
+        (_SCHEMA_TABLE,),
+    )
     exists = await cursor.fetchone()
     if exists is None or not exists[0]:
         return 0

@@ -206,3 +206,25 @@ async def test_unreachable_postgres_is_store_unavailable_without_the_password(
     message = str(caught.value)
     assert "hunter2secret" not in message
     assert f"postgresql://readybot:***@127.0.0.1:{port}/no_such_database" in message
+
+
+async def test_values_come_back_as_sqlite_returns_them(postgres: PostgresForTests) -> None:
+    """A bool is stored as 1, SUM of integers is an int and a decimal literal a float, never Decimal."""
+    db = await _open(postgres.create())
+    try:
+        async with db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO audit (at, actor, action, outcome, cross_signed) VALUES (?, ?, ?, ?, ?)",
+                (1.5, "@a:example.org", "ping", "ok", True),
+            )
+        row = await db.fetchone(
+            "SELECT cross_signed, SUM(cross_signed) AS total, ? AS literal, '50%' AS pct FROM audit"
+            " GROUP BY cross_signed",
+            (2.25,),
+        )
+        assert row is not None
+        values = (row["cross_signed"], row["total"], row["literal"], row["pct"])
+        assert values == (1, 1, 2.25, "50%")
+        assert [type(value) for value in values] == [int, int, float, str]
+    finally:
+        await db.close()
