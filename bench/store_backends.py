@@ -10,10 +10,14 @@ layer, not the disk); SQLite is a file in a temp dir with the bot's pragmas
 2. batch: one transaction with an outbox row, a kv upsert and an audit row
    (the shape of a relay's group commit);
 3. settle: ``OutboxRepo.mark_sent`` of each row (the sender after a send);
-4. read: ``OutboxRepo.pending_in_room`` (the sender's queue head).
+4. read: ``OutboxRepo.pending_in_room`` (the sender's queue head);
+5. relay: ``--n`` distinct Alertmanager groups through the real
+   ``AlertRelay.accept`` (group commit, outbox, group rows; the default send
+   budget, so most land in digests), 20 notifications at a time, as the
+   burst in ``bench/alert_relay.py`` posts them: per-notification answer time.
 
-Prints p50/p99 per call in ms, the total, and the PostgreSQL/SQLite ratio
-of the p50s. No assertion: a figure to watch, not a gate.
+Prints p50/p99 per call in ms, the total, the PostgreSQL/SQLite ratio
+of the p50s, and the relay burst's wall time on each. No assertion: a figure to watch, not a gate.
 
     uv run python bench/store_backends.py [--n 1000]
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -32,10 +37,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import percentile  # noqa: E402
+from bot.alertmanager.relay import AlertRelay  # noqa: E402
+from bot.alertmanager.render import AlertRenderer  # noqa: E402
+from bot.alertmanager.store import AlertGroupRepo  # noqa: E402
+from bot.alertmanager.webhook import parse_payload  # noqa: E402
 from bot.outbox import Outbox  # noqa: E402
 from bot.outbox.repo import OutboxId, OutboxRepo  # noqa: E402
+from bot.render.templates import Templates  # noqa: E402
 from bot.schema import MIGRATIONS  # noqa: E402
 from bot.store import AuditRepo, Database, KeyValueRepo  # noqa: E402
+from config.alertmanager import AlertmanagerSettings  # noqa: E402
 from tests.pgserver import PostgresServer, find_pg_bin  # noqa: E402
 
 ROOM = "!bench:example.org"
@@ -74,7 +85,55 @@ async def measure(db: Database, n: int) -> Timings:
     for i in range(n):
         await _timed(times["read"], lambda: repo.pending_in_room(ROOM, 8))
         await _timed(times["settle"], lambda i=i: repo.mark_sent(ids[i], f"$e{i}", time.time()))
+    started = time.perf_counter()
+    times["relay"] = await relay_burst(db, n)
+    times["burst"] = [time.perf_counter() - started]
     return times
+
+
+def _notification(i: int) -> bytes:
+    labels = {"alertname": "DiskFull", "severity": "warning", "instance": f"node-{i}"}
+    alert = {
+        "status": "firing",
+        "labels": labels,
+        "annotations": {"summary": "disk almost full"},
+        "startsAt": "2026-11-25T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus.example/graph",
+        "fingerprint": f"fp{i:06x}",
+    }
+    body = {
+        "receiver": "readybot",
+        "status": "firing",
+        "alerts": [alert],
+        "groupLabels": {"instance": f"node-{i}"},
+        "commonLabels": labels,
+        "commonAnnotations": alert["annotations"],
+        "externalURL": "http://alertmanager.example",
+        "version": "4",
+        "groupKey": f'{{}}:{{instance="node-{i}"}}',
+        "truncatedAlerts": 0,
+    }
+    return json.dumps(body).encode()
+
+
+async def relay_burst(db: Database, n: int) -> list[float]:
+    settings = AlertmanagerSettings.model_validate({"enabled": True, "default_rooms": [ROOM]})
+    relay = AlertRelay(
+        db=db,
+        outbox=Outbox(db),
+        repo=AlertGroupRepo(db),
+        renderer=AlertRenderer(Templates(settings.templates_dir), settings),
+        settings=settings,
+        clock=time.time,
+    )
+    await relay.load()
+    answers: list[float] = []
+    pending = [parse_payload(_notification(i)) for i in range(n)]
+    while pending:
+        chunk, pending = pending[:CONCURRENCY], pending[CONCURRENCY:]
+        await asyncio.gather(*(_timed(answers, lambda p=p: relay.accept(p)) for p in chunk))
+    return answers
 
 
 async def run(n: int) -> None:
@@ -104,6 +163,8 @@ async def run(n: int) -> None:
     print(f"store calls, n={n} each (ms per call: p50 / p99; total s)")
     print(f"{'call':<8} {'SQLite':>26} {'PostgreSQL':>26} {'p50 ratio':>10}")
     for name in results["sqlite"]:
+        if name == "burst":
+            continue
         cells = []
         for backend in ("sqlite", "postgresql"):
             values = results[backend][name]
@@ -112,6 +173,10 @@ async def run(n: int) -> None:
             )
         ratio = percentile(results["postgresql"][name], 50) / percentile(results["sqlite"][name], 50)
         print(f"{name:<8} {cells[0]:>26} {cells[1]:>26} {ratio:>9.2f}x")
+    lite, pg = results["sqlite"]["burst"][0], results["postgresql"]["burst"][0]
+    print(
+        f"relay burst of {n} groups, wall time: SQLite {lite:.2f} s, PostgreSQL {pg:.2f} s ({pg / lite:.2f}x)"
+    )
 
 
 def main() -> None:

@@ -381,7 +381,18 @@ class PgConnection:
         return await self._run(sql, [() if parameters is None else tuple(parameters)])
 
     async def executemany(self, sql: str, parameters: Iterable[Params], /) -> PgCursor:
-        return await self._run(sql, [tuple(params) for params in parameters])
+        """One statement for many rows, sent together (psycopg pipelines them: one round trip)."""
+        if self._conn is None:
+            raise PgOperationalError("the PostgreSQL connection is closed")
+        batches = [tuple(params) for params in parameters]
+        if not batches:
+            return PgCursor([], 0)
+        try:
+            async with self._conn.cursor() as cursor:
+                await cursor.executemany(translate(sql), batches)
+                return PgCursor([], max(cursor.rowcount, 0))
+        except psycopg.Error as error:
+            raise _mapped(error) from error
 
     async def execute_fetchall(self, sql: str, parameters: Params | None = None, /) -> list[Row]:
         cursor = await self.execute(sql, parameters)

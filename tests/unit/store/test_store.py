@@ -307,3 +307,18 @@ async def test_handled_prune_forgets_only_old_claims(db_path: Path, store_backen
         assert await handled.claim("$new") is False
     finally:
         await database.close()
+
+
+async def test_executemany_writes_every_row_and_counts_them(db: Database) -> None:
+    """executemany inserts each parameter set and its rowcount is the rows written in all."""
+    async with db.transaction() as tx:
+        cursor = await tx.executemany(
+            "INSERT INTO kv (key, value) VALUES (?, ?)", [("a", "1"), ("b", "50%"), ("c", "3")]
+        )
+        assert cursor.rowcount == 3
+        deleted = await tx.executemany("DELETE FROM kv WHERE key = ?", [("a",), ("zz",)])
+        assert deleted.rowcount == 1
+    assert [tuple(row) for row in await db.fetchall("SELECT key, value FROM kv ORDER BY key")] == [
+        ("b", "50%"),
+        ("c", "3"),
+    ]
