@@ -35,6 +35,13 @@ class Metrics:
             "Outbox messages given up after repeated permanent refusals.",
             registry=self.registry,
         )
+        self.outbox_resume_lookups = Counter(
+            "readybot_outbox_resume_lookups",
+            "Rows an earlier process had begun sending, looked for in the room before sending again,"
+            " by outcome (found, absent, unknown: beyond the look-back).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.outbox_depth = Gauge(
             "readybot_outbox_depth",
             "Messages waiting in the outbox.",

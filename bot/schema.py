@@ -16,6 +16,7 @@ from bot.approvals.store import migrate_approvals
 from bot.deadman.store import migrate_heartbeats
 from bot.drills.store import migrate_restore_drills
 from bot.falco.store import migrate_falco
+from bot.outbox.inflight import migrate_outbox_in_flight
 from bot.outbox.media import migrate_outbox_media
 from bot.readiness.store import migrate_readiness
 from bot.store.migrations import Migration, v1_initial, v9_audit_sender_device
@@ -32,4 +33,5 @@ MIGRATIONS: Sequence[Migration] = (
     migrate_readiness,
     v9_audit_sender_device,
     migrate_restore_drills,
+    migrate_outbox_in_flight,
 )

@@ -44,10 +44,16 @@ ENV_PREFIX = "READYBOT_"
 SECRETS_DIR_ENV = "READYBOT_SECRETS_DIR"
 # READYBOT_* variables that configure the loader itself rather than naming a
 # setting (the secrets dir, the CLI's config path, the demo's Synapse
-# interpreter, the real cluster the Kubernetes tests may target); every other
-# READYBOT_* variable must name a setting.
+# interpreter, the real cluster the Kubernetes tests may target, the fault tests'
+# hold point in bot/testhooks.py); every other READYBOT_* variable must name a setting.
 RESERVED_ENV_NAMES = frozenset(
-    {SECRETS_DIR_ENV, "READYBOT_CONFIG", "READYBOT_SYNAPSE_PYTHON", "READYBOT_TEST_KUBECONFIG"}
+    {
+        SECRETS_DIR_ENV,
+        "READYBOT_CONFIG",
+        "READYBOT_SYNAPSE_PYTHON",
+        "READYBOT_TEST_KUBECONFIG",
+        "READYBOT_TEST_HOLD_AT",
+    }
 )
 PATH_DELIMITER = "__"
 

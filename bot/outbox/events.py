@@ -105,3 +105,47 @@ def stored_ref(message: str | int | None) -> EventRef:
     if message is None:
         raise ValueError("no message to refer to")
     return message if isinstance(message, str) else OutboxId(message)
+
+
+# -- the outbox id in the event ---------------------------------------------------
+#
+# Every event the outbox sends names its row: ``{"io.readybot.outbox": {"origin":
+# <this installation>, "id": <row id>, "txn": <the row's txn id>}}`` in its
+# content. A new device (a wiped crypto store, another replica) has another
+# transaction-id space, so the homeserver's txn-id dedup no longer guards a
+# resend; a row that may already have gone out is then looked for in the room.
+# In an encrypted room the new device may hold no key to the old device's
+# messages, so ``{"txn": ...}`` (random, says nothing) is also kept beside the
+# ciphertext, where ``m.relates_to`` already is (see bot.matrix.transport).
+
+OUTBOX_KEY = "io.readybot.outbox"
+
+
+def with_marker(content: dict[str, Any], *, origin: str, outbox_id: int, txn_id: str) -> dict[str, Any]:
+    """The content with its row's marker; never inside ``m.new_content`` (an edit names only itself)."""
+    marked = dict(content)
+    new_content = marked.get("m.new_content")
+    if isinstance(new_content, dict) and OUTBOX_KEY in new_content:
+        marked["m.new_content"] = {k: v for k, v in new_content.items() if k != OUTBOX_KEY}
+    marked[OUTBOX_KEY] = {"origin": origin, "id": int(outbox_id), "txn": txn_id}
+    return marked
+
+
+def clear_marker(content: dict[str, Any]) -> dict[str, Any] | None:
+    """What of the marker may stand in clear beside a ciphertext: the txn id only, or None."""
+    marker = content.get(OUTBOX_KEY)
+    if isinstance(marker, dict) and isinstance(marker.get("txn"), str):
+        return {"txn": marker["txn"]}
+    return None
+
+
+def marked_txn(event: dict[str, Any]) -> str | None:
+    """The outbox txn id an event (as ``/messages`` returns it, encrypted or not) carries, or None."""
+    content = event.get("content")
+    if not isinstance(content, dict):
+        return None
+    marker = content.get(OUTBOX_KEY)
+    if not isinstance(marker, dict):
+        return None
+    txn = marker.get("txn")
+    return txn if isinstance(txn, str) and txn else None

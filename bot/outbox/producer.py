@@ -12,8 +12,9 @@ Exactly-once delivery rests on the Matrix transaction id: each row gets a
 random txn id at enqueue and every attempt reuses it, so if the bot dies
 after the homeserver accepted an event but before the row was marked sent,
 the resend after restart is deduplicated by the homeserver (same device, same
-txn id) and returns the original event id. This needs the bot to keep its
-device id across restarts, which it does.
+txn id) and returns the original event id. A new device (a wiped crypto
+store) has another transaction-id space: then the row, marked begun before
+its first send, is first looked for in the room (``bot.outbox.inflight``).
 
 Relations (reply, thread, edit, reaction) may point at an earlier row of the
 same room by its ``OutboxId`` instead of an event id; the reference is

@@ -235,7 +235,10 @@ class OutboxRepo:
         """Replace the payload of a pending message row with at least ``behind`` pending rows before it."""
         cursor = await conn.execute(
             "UPDATE outbox SET payload = ? WHERE id = ? AND room_id = ? AND kind = 'message'"
-            " AND state = 'pending' AND (SELECT COUNT(*) FROM (SELECT 1 FROM outbox o"
+            # Never a row whose send began (before a restart): its txn id stays,
+            # so the content found in the room must be the content it holds.
+            " AND state = 'pending' AND send_began_at IS NULL"
+            " AND (SELECT COUNT(*) FROM (SELECT 1 FROM outbox o"
             "  WHERE o.room_id = outbox.room_id AND o.state = 'pending' AND o.id < outbox.id LIMIT ?)"
             " AS ahead) >= ?",
             (json.dumps(payload, ensure_ascii=False, allow_nan=False), outbox_id, room_id, behind, behind),

@@ -25,10 +25,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from bot.metrics import Metrics
 from bot.outbox.errors import PermanentSendError, RateLimited, TransientSendError
-from bot.outbox.events import build_event
+from bot.outbox.events import build_event, with_marker
+from bot.outbox.inflight import HistoryTransport, InFlightRepo, Lookup, SentLookup
 from bot.outbox.media import OutboxMediaRepo
 from bot.outbox.repo import OutboxId, OutboxRepo, OutboxRow, OutboxState, Ref
 from bot.store.database import Database
+from bot.testhooks import hold_point
 from config.settings import OutboxSettings
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,25 @@ class OutboxSender:
         # A 429 pauses every room until this time.monotonic() deadline.
         self._paused_until = 0.0
         self._oldest_pending_at: float | None = None
+        # Failover safety (bot.outbox.inflight): rows this process has begun
+        # sending, this installation's id for the events' marker, and the
+        # look-back for rows an earlier process had begun.
+        self._in_flight = InFlightRepo(db)
+        self._begun: set[OutboxId] = set()
+        self._origin: str | None = None
+        self._lookup: SentLookup | None = None
+        self.new_term()
+
+    def new_term(self) -> None:
+        """Forget which rows this sender began and what it read of the rooms (``run`` calls it).
+
+        Across a lead lost and taken again, another replica may have begun or
+        sent those rows meanwhile: they are looked for again, like any row
+        begun before this term.
+        """
+        self._begun.clear()
+        transport = self._transport
+        self._lookup = SentLookup(transport) if isinstance(transport, HistoryTransport) else None
 
     def wake(self) -> None:
         """Something was enqueued: look for rooms with pending rows. Safe to call any time."""
@@ -140,10 +161,12 @@ class OutboxSender:
     async def run(self, stop: asyncio.Event) -> None:
         """Send until ``stop`` is set, then cancel in-flight sends and return.
 
-        Rows cut short stay pending and are resent (same txn id) by the next
-        run. An unexpected error in a room task (e.g. the store failing) ends
+        Rows cut short stay pending; the next run (a new term: ``new_term``)
+        looks for them in the room and resends (same txn id) those it does
+        not find. An unexpected error in a room task (e.g. the store failing) ends
         ``run`` with that error, so the supervisor restarts the bot.
         """
+        self.new_term()
         # Evaluated at scrape time, so the age grows while nothing changes.
         self._metrics.outbox_oldest_age.set_function(self._oldest_age)
         async with asyncio.TaskGroup() as group:
@@ -196,7 +219,8 @@ class OutboxSender:
             # separates that look from the pop above, so it cannot happen.)
             self._wake.set()
 
-    async def _deliver(self, row: OutboxRow) -> None:
+    # One return per way a row settles (sent, found sent before, superseded, failed, unbuildable).
+    async def _deliver(self, row: OutboxRow) -> None:  # noqa: PLR0911
         """Send one row until it is sent or has failed for good."""
         try:
             event_type, content = await self._build(row)
@@ -211,6 +235,7 @@ class OutboxSender:
         backoff = _Backoff(self._initial_backoff_s, self._settings.max_backoff_s)
         failures = 0
         retrying = False
+        began_before = await self._begin(row)
         while True:
             await self._wait_rate_limit()
             # After a pause or back-off the row may have been superseded (a
@@ -220,9 +245,14 @@ class OutboxSender:
                 return
             retrying = True
             try:
+                if began_before is not None:
+                    if await self._sent_before(row, began_before):
+                        return
+                    began_before = None
                 if content.get("msgtype") in _MEDIA_MSGTYPES:
                     content = await self._with_media(row, content)
                 event_id = await self._transport.send_event(row.room_id, event_type, content, row.txn_id)
+                hold_point("outbox.sent", str(content.get("body", "")))
             except RateLimited as exc:
                 self._pause(row, exc)
                 continue
@@ -274,7 +304,49 @@ class OutboxSender:
     async def _build(self, row: OutboxRow) -> tuple[str, dict[str, Any]]:
         target = await self._resolve(row.target)
         root = await self._resolve(row.root)
-        return build_event(row.kind, row.payload, target, root)
+        event_type, content = build_event(row.kind, row.payload, target, root)
+        if self._origin is None:
+            self._origin = await self._in_flight.origin()
+        return event_type, with_marker(content, origin=self._origin, outbox_id=row.id, txn_id=row.txn_id)
+
+    # -- failover safety (bot.outbox.inflight) ---------------------------------
+
+    async def _begin(self, row: OutboxRow) -> float | None:
+        """Mark the row begun before its first send; when an earlier process had begun it, since when."""
+        if row.id in self._begun:
+            return None
+        earlier = await self._in_flight.begin(row.id, self._clock())
+        self._begun.add(row.id)
+        return earlier
+
+    async def _sent_before(self, row: OutboxRow, began_at: float) -> bool:
+        """Whether an earlier process's send of the row is in the room; if so it is recorded as sent.
+
+        Raises ``RateLimited``/``TransientSendError`` to be retried like a
+        send. A refused look-back (e.g. history not visible) proves nothing:
+        the row is sent, as it would be without the look-back.
+        """
+        if self._lookup is None:
+            return False
+        try:
+            outcome, event_id = await self._lookup.find(row.room_id, row.txn_id, began_at)
+        except PermanentSendError as exc:
+            outcome, event_id = Lookup.UNKNOWN, None
+            log.warning("outbox %d: cannot read %s's history (%s)", row.id, row.room_id, exc)
+        self._metrics.outbox_resume_lookups.labels(outcome=outcome.value).inc()
+        if outcome is Lookup.FOUND and event_id is not None:
+            await self._repo.mark_sent(row.id, event_id, self._clock(), txn_id=row.txn_id)
+            log.info("outbox %d was sent before the restart as %s; not sending again", row.id, event_id)
+            return True
+        if outcome is Lookup.UNKNOWN:
+            log.warning(
+                "outbox %d (%s in %s) may have been sent before the restart (beyond the look-back);"
+                " sending it, so it may show twice",
+                row.id,
+                row.kind.value,
+                row.room_id,
+            )
+        return False
 
     async def _resolve(self, ref: Ref) -> str | None:
         """The event id a reference stands for, now that earlier rows of the room are settled."""
