@@ -87,7 +87,13 @@ class ReadyBot:
 
     async def run(self, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            self.db = await Database.open(self.settings.store.path, migrations=MIGRATIONS, clock=self.clock)
+            store = self.settings.store
+            self.db = await Database.open(
+                store.path,
+                migrations=MIGRATIONS,
+                clock=self.clock,
+                url=None if store.url is None else store.url.get_secret_value(),
+            )
             stack.push_async_callback(self.db.close)
             self.health.store_open = True
             kv, audit, handled = KeyValueRepo(self.db), AuditRepo(self.db), HandledEvents(self.db)
