@@ -3,7 +3,7 @@
 export UV_PYTHON_DOWNLOADS := never
 UV ?= uv
 
-.PHONY: install test-deps element-deps demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco bench-failover reliability check clean deploy-check image
+.PHONY: install test-deps element-deps demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco bench-store bench-failover reliability check clean deploy-check image
 
 install:  ## the bot, the dev tools and the demo extra (Synapse) into .venv
 	$(UV) sync --locked --all-extras
@@ -52,6 +52,9 @@ bench-alerts: install  ## answer, time to visible, bursts under open, raised and
 
 bench-falco: install  ## 10,000 Falco events in 60 s under the homeserver's default limits
 	$(UV) run python bench/falco_storm.py
+
+bench-store: install  ## the same store calls on SQLite and on PostgreSQL (p50/p99, ratio)
+	$(UV) run python bench/store_backends.py
 
 bench-failover: install  ## two replicas: SIGKILL the leader, time until the standby leads (p50/p99 over 20 kills, ~7 min)
 	$(UV) run python bench/failover.py $(BENCH_ARGS)

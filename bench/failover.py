@@ -1,13 +1,14 @@
 """Failover time of two replicas: SIGKILL the leader, time until the standby's /readyz is 200.
 
 Two real bot processes (``ha.enabled``) on the local Synapse, one shared
-SQLite store, the Lease in the test Kubernetes API server (``bot/demo/kube``)
-spoken to by the real client. Each round SIGKILLs whichever replica leads
-(no release: as a node failure), measures until the other is ready (it
-leads), then starts the killed one again as the standby. Prints p50/p99,
-min and max over the kills, and the lease settings they follow from: with
-client-go's defaults the takeover lands between the lease duration minus
-one retry period and the lease duration plus two.
+PostgreSQL store (Debian's, started here on 127.0.0.1), the Lease in the test
+Kubernetes API server (``bot/demo/kube``) spoken to by the real client.
+Each round SIGKILLs whichever replica leads (no release: as a node
+failure), measures until the other is ready (it leads), then starts the
+killed one again as the standby. Prints p50/p99, min and max over the
+kills, and the lease settings they follow from: the standby counts the
+lease from when it saw the last renewal, so a takeover lands between the
+lease duration and the lease duration plus two retry periods after the kill.
 
     uv run python bench/failover.py [--kills 20] [--lease 15 --deadline 10 --retry 2]
 """
@@ -32,12 +33,19 @@ from bot.demo.kube.apiserver import FakeApiServer  # noqa: E402
 from bot.demo.synapse import SynapseServer  # noqa: E402
 from tests.integration.botprocess import BotProcess, http_status  # noqa: E402
 from tests.integration.people import register_account  # noqa: E402
+from tests.pgserver import PostgresServer, find_pg_bin  # noqa: E402
 
 NAMESPACE = "readybot"
 
 
 def replica(
-    synapse: SynapseServer, account: Any, work: Path, kubeconfig: Path, n: int, lease: dict[str, float]
+    synapse: SynapseServer,
+    account: Any,
+    work: Path,
+    kubeconfig: Path,
+    store_url: str,
+    n: int,
+    lease: dict[str, float],
 ) -> BotProcess:
     state = work / f"replica-{n}"
     config: dict[str, Any] = {
@@ -49,12 +57,13 @@ def replica(
             "sync_timeout_ms": 5_000,
         },
         "http": {"host": "127.0.0.1", "port": 0},
-        "store": {"path": str(work / "shared.sqlite3")},
+        "store": {"path": str(state / "unused.sqlite3")},
         "logging": {"level": "INFO"},
         "kubernetes": {"enabled": True, "in_cluster": False, "kubeconfig": str(kubeconfig)},
         "ha": {"enabled": True, "namespace": NAMESPACE, "identity": f"readybot-{n}", **lease},
     }
-    return BotProcess(config, state, env={"READYBOT_MATRIX__PASSWORD": account.password})
+    env = {"READYBOT_MATRIX__PASSWORD": account.password, "READYBOT_STORE__URL": store_url}
+    return BotProcess(config, state, env=env)
 
 
 async def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
@@ -66,15 +75,21 @@ async def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
 
 
 async def run(kills: int, lease: dict[str, float], work: Path) -> list[float]:
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        sys.exit("PostgreSQL is not installed (apt-get install postgresql)")
+    postgres = PostgresServer(bin_dir, Path(tempfile.mkdtemp(prefix="readybot-pg-")))
+    postgres.start()
     synapse = SynapseServer(work / "synapse", open_rate_limits=True)
     synapse.start()
     server = FakeApiServer().start()
     bots: list[BotProcess] = []
     try:
+        store_url = postgres.url(postgres.create_database())
         server.store.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         kubeconfig = server.write_kubeconfig(work / "kubeconfig")
         account = register_account(synapse, "readybot")
-        bots = [replica(synapse, account, work, kubeconfig, n, lease) for n in (0, 1)]
+        bots = [replica(synapse, account, work, kubeconfig, store_url, n, lease) for n in (0, 1)]
         # The first makes the cross-signing identity; the second finds it in the store.
         bots[0].start()
         await bots[0].wait_ready()
@@ -99,6 +114,7 @@ async def run(kills: int, lease: dict[str, float], work: Path) -> list[float]:
             bot.close()
         server.stop()
         synapse.stop()
+        postgres.stop()
 
 
 def _synced_since_start(bot: BotProcess) -> bool:

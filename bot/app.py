@@ -100,23 +100,19 @@ class ReadyBot:
 
     async def run(self, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            self.db = await Database.open(self.settings.store.path, migrations=MIGRATIONS, clock=self.clock)
+            store = self.settings.store
+            self.db = await Database.open(
+                store.path,
+                migrations=MIGRATIONS,
+                clock=self.clock,
+                url=None if store.url is None else store.url.get_secret_value(),
+            )
             stack.push_async_callback(self.db.close)
             self.health.store_open = True
             kv, audit, handled = KeyValueRepo(self.db), AuditRepo(self.db), HandledEvents(self.db)
             self.audit = audit
 
-            ha = self.settings.ha
-            if ha.enabled:
-                self.elector, self.fence = await self._open_election(stack)
-                self.health.leader = False
-                # Each replica is its own Matrix device: its token and sync
-                # position are its own; the cross-signing identity is shared.
-                from bot.ha.replica import ReplicaKeyValue
-
-                device_kv: KeyValueRepo = ReplicaKeyValue(self.db, ha.identity)
-            else:
-                device_kv = kv
+            device_kv = await self._open_election(stack) if self.settings.ha.enabled else kv
             self.connection = MatrixConnection(self.settings.matrix, device_kv, self.metrics)
             stack.push_async_callback(self.connection.close)
             self._identity = CrossSigningIdentity(self.connection.client, self.settings.matrix, kv)
@@ -217,18 +213,24 @@ class ReadyBot:
                 await self.elector.release()
             log.info("stopped")
 
-    async def _open_election(self, stack: contextlib.AsyncExitStack) -> tuple[LeaderElector, Fence]:
-        """The Lease client, the fence and the elector (ha.enabled; needs kubernetes.enabled)."""
+    async def _open_election(self, stack: contextlib.AsyncExitStack) -> KeyValueRepo:
+        """The Lease client, the fence and the elector (ha.enabled); the kv this replica's device uses."""
         if not self.settings.kubernetes.enabled:
             raise ConfigError(["ha.enabled: needs kubernetes.enabled (the Lease is kept in the cluster)"])
         # Imported here: a bot without ha never loads the election (nor kubernetes for it).
         from bot.ha.elector import LeaderElector
         from bot.ha.lease import KubeLeases
+        from bot.ha.replica import ReplicaKeyValue
 
-        leases = await asyncio.to_thread(KubeLeases.from_settings, self.settings.kubernetes, self.settings.ha)
+        ha = self.settings.ha
+        leases = await asyncio.to_thread(KubeLeases.from_settings, self.settings.kubernetes, ha)
         stack.push_async_callback(leases.close)
-        fence = Fence(self.db, clock=self.clock)
-        return LeaderElector(leases, self.settings.ha, fence, self.metrics), fence
+        self.fence = Fence(self.db, clock=self.clock)
+        self.elector = LeaderElector(leases, ha, self.fence, self.metrics)
+        self.health.leader = False
+        # Each replica is its own Matrix device: its token and sync position
+        # are its own; the cross-signing identity is shared.
+        return ReplicaKeyValue(self.db, ha.identity)
 
     async def _take_lead(self, context: FeatureContext, hooks_parts: FeatureParts, acting: _Acting) -> None:
         """Became the leader: build the features and start everything that acts, from the shared state."""

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bot import __version__
@@ -38,14 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    if args.command == "check-config":
-        return _check_config(args.config)
-    if args.command == "run":
-        return _run(args.config)
-    if args.command == "demo":
-        return _demo(args.workdir, outage=args.outage, pace=args.tour_pace)
-    if args.command == "readiness":
-        return _readiness(args)
+    handlers: dict[str, Callable[[], int]] = {
+        "check-config": lambda: _check_config(args.config),
+        "run": lambda: _run(args.config),
+        "demo": lambda: _demo(args.workdir, outage=args.outage, pace=args.tour_pace),
+        "readiness": lambda: _readiness(args),
+        "copy-store": lambda: _copy_store(args.config),
+    }
+    if args.command in handlers:
+        return handlers[args.command]()
     return EXIT_USAGE  # pragma: no cover - argparse refuses other values
 
 
@@ -58,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "run the bot"),
         ("check-config", "validate the configuration and exit"),
         ("readiness", "print the production-readiness scorecard; exit 1 if a criterion fails"),
+        (
+            "copy-store",
+            "copy the SQLite store (store.path) into a new PostgreSQL store (store.url); bot stopped",
+        ),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument(
@@ -107,6 +113,37 @@ def _check_config(config: Path | None) -> int:
     return EXIT_OK
 
 
+def _copy_store(config: Path | None) -> int:
+    from bot.errors import StoreUnavailableError
+    from bot.schema import MIGRATIONS
+    from bot.store.copy import StoreCopyError, copy_sqlite_to_postgres
+    from bot.store.migrations import SchemaTooNewError
+    from bot.store.postgres import mask_url
+    from config.loading import load_settings
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as error:
+        _print_problems(error)
+        return EXIT_CONFIG
+    store = settings.store
+    if store.url is None:
+        print("copy-store: store.url is not set: it names the PostgreSQL store to copy into", file=sys.stderr)
+        return EXIT_CONFIG
+    url = store.url.get_secret_value()
+    try:
+        copied = asyncio.run(copy_sqlite_to_postgres(store.path, url, MIGRATIONS))
+    except (StoreCopyError, SchemaTooNewError) as error:
+        print(f"copy-store: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except StoreUnavailableError as error:
+        print(f"copy-store: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    rows = sum(copied.values())
+    print(f"copied {rows} rows in {len(copied)} tables from {store.path} to {mask_url(url)}")
+    return EXIT_OK
+
+
 def _print_problems(error: ConfigError) -> None:
     print("configuration invalid:", file=sys.stderr)
     for problem in error.problems:
@@ -115,6 +152,7 @@ def _print_problems(error: ConfigError) -> None:
 
 def _run(config: Path | None) -> int:
     from bot.app import ReadyBot
+    from bot.errors import StoreUnavailableError
     from bot.logging_setup import setup_logging
     from bot.matrix.connection import LoginRefused
     from bot.store.leadership import LeadershipLost
@@ -148,6 +186,11 @@ def _run(config: Path | None) -> int:
     except* SchemaTooNewError as group:
         log.error("%s", group.exceptions[0])
         code = EXIT_CONFIG
+    except* StoreUnavailableError as group:
+        # PostgreSQL unreachable at start-up (the message masks the password):
+        # exit non-zero and let Kubernetes restart the pod; no stack trace.
+        log.error("the store cannot be opened: %s", group.exceptions[0])
+        code = EXIT_FAILURE
     except* ConfigError as group:
         # A feature found its configuration unusable at start-up (e.g. no kubeconfig).
         for refused in group.exceptions:

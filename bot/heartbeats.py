@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-import aiosqlite
+from bot.store.tx import Tx
 
 
 class HeartbeatSink(Protocol):
@@ -22,7 +22,7 @@ class HeartbeatSink(Protocol):
 
     def source_of(self, external_url: str, common_labels: Mapping[str, str]) -> str: ...
 
-    async def heartbeat(self, source: str, *, tx: aiosqlite.Connection | None = None) -> None: ...
+    async def heartbeat(self, source: str, *, tx: Tx | None = None) -> None: ...
 
 
 class WatchdogFilter:
@@ -34,7 +34,7 @@ class WatchdogFilter:
     def source_of(self, external_url: str, common_labels: Mapping[str, str]) -> str:
         return external_url
 
-    async def heartbeat(self, source: str, *, tx: aiosqlite.Connection | None = None) -> None:
+    async def heartbeat(self, source: str, *, tx: Tx | None = None) -> None:
         return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -143,9 +144,35 @@ class HttpSettings(Section):
 
 
 class StoreSettings(Section):
-    """The one SQLite file holding the outbox, audit log and bot state."""
+    """Where the outbox, audit log and bot state live: a SQLite file, or PostgreSQL with ``url``."""
 
     path: Path = Path("state/readybot.sqlite3")
+    # postgresql://user:password@host:5432/dbname: the state in PostgreSQL
+    # (needed to run two replicas). A secret: the password is in it.
+    url: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        # The messages never quote the value: it holds a password.
+        try:
+            parts = urlsplit(value.get_secret_value().strip())
+            _ = parts.port  # raises on a port that is not a number
+        except ValueError:
+            raise ValueError("is not a URL (postgresql://user:password@host:5432/dbname)") from None
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL (postgresql://user:password@host:5432/dbname)")
+        if not (parts.hostname or "host=" in parts.query):
+            raise ValueError("names no host (postgresql://user:password@host:5432/dbname)")
+        return SecretStr(value.get_secret_value().strip())
+
+    def url_password(self) -> str | None:
+        """The password inside ``url``, masked in logs on its own too."""
+        if self.url is None:
+            return None
+        return urlsplit(self.url.get_secret_value()).password
 
 
 class PermissionsSettings(Section):
@@ -199,10 +226,13 @@ class Settings(BaseModel):
     ha: HaSettings = Field(default_factory=HaSettings)
 
     @model_validator(mode="after")
-    def _ha_needs_a_cluster(self) -> Settings:
+    def _ha_needs_a_cluster_and_a_shared_store(self) -> Settings:
         # The Lease is read and written through the kubernetes section's connection.
         if self.ha.enabled and not self.kubernetes.enabled:
             raise ValueError("ha.enabled needs kubernetes.enabled (the leader Lease is kept in the cluster)")
+        # Two replicas on two SQLite files would fence nothing and share no state.
+        if self.ha.enabled and self.store.url is None:
+            raise ValueError("ha.enabled needs store.url (PostgreSQL: one store both replicas share)")
         return self
 
     def secret_values(self) -> list[str]:
@@ -213,6 +243,9 @@ class Settings(BaseModel):
         """
         values: list[str] = []
         _collect_secrets(self, values)
+        password = self.store.url_password()
+        if password:
+            values.append(password)
         return values
 
 

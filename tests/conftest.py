@@ -20,8 +20,9 @@ import pytest
 
 from tests.deploy import rbac_recorder
 
-# Synapse, people, Alertmanager, bots: shared by the integration, fault and security suites.
-pytest_plugins = ["tests.integration.fixtures"]
+# Synapse, people, Alertmanager, bots: shared by the integration, fault and security suites;
+# the store on SQLite and PostgreSQL (tests.stores).
+pytest_plugins = ["tests.integration.fixtures", "tests.stores"]
 
 # The fixtures import the kubernetes client lazily: it takes half a second to
 # import, and most of the suite never needs it.

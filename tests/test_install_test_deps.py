@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.places import ROOT
 
 SCRIPT = ROOT / "scripts" / "install-test-deps"
-PACKAGES = "prometheus-alertmanager prometheus podman runc debootstrap faketime npm"
+PACKAGES = "prometheus-alertmanager prometheus podman runc debootstrap faketime npm postgresql"
 
 
 def run(
@@ -27,7 +27,14 @@ def run(
     for name, body in stubs.items():
         (bin_dir / name).write_text(f"#!/bin/bash\n{body}", encoding="utf-8")
         (bin_dir / name).chmod(0o755)
-    env = {"PATH": str(bin_dir), "HOME": str(tmp_path)} | ({"CI": ci} if ci is not None else {})
+    # PostgreSQL is found by its binaries under READYBOT_PG_ROOT: none there unless "postgresql" is a tool.
+    pg_root = tmp_path / "postgresql"
+    if "postgresql" in tools:
+        (pg_root / "15" / "bin").mkdir(parents=True)
+        (pg_root / "15" / "bin" / "initdb").write_text("", encoding="utf-8")
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "READYBOT_PG_ROOT": str(pg_root)} | (
+        {"CI": ci} if ci is not None else {}
+    )
     return subprocess.run(
         ["/bin/bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=30, check=False
     )
@@ -80,6 +87,18 @@ def test_nothing_missing_is_quiet(tmp_path: Path) -> None:
         "faketime",
         "npm",
         "kubectl",
+        "postgresql",
     )
     result = run(tmp_path, uid=0, ci=None, tools=tools)
     assert (result.returncode, result.stdout, result.stderr, calls(tmp_path)) == (0, "", "", [])
+
+
+def test_postgresql_is_looked_for_under_usr_lib_postgresql_not_on_path(tmp_path: Path) -> None:
+    """Every other tool present, no initdb under the PostgreSQL root: only postgresql is installed."""
+    tools = ("prometheus-alertmanager", "prometheus", "podman", "runc", "debootstrap", "faketime", "npm")
+    result = run(tmp_path, uid=0, ci=None, tools=(*tools, "kubectl"))
+    assert result.returncode == 0, result.stderr
+    assert calls(tmp_path) == [
+        "apt-get update -qq",
+        "apt-get -qq install -y --no-install-recommends postgresql",
+    ]

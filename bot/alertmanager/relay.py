@@ -33,7 +33,6 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-import aiosqlite
 from prometheus_client import CollectorRegistry, Counter
 
 from bot.alertmanager.groups import (
@@ -59,6 +58,7 @@ from bot.outbox.budget import RateBudget, SendThroughput
 from bot.outbox.events import stored_ref
 from bot.render.message import mentioning_content
 from bot.store.database import Database
+from bot.store.tx import Tx
 from config.alertmanager import AlertmanagerSettings
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,7 @@ class AlertRelay:
         if work.folded:
             self._metrics.groups_posted.labels(how="digest").inc(work.folded)
 
-    async def _ahead(self, work: _Batch, tx: aiosqlite.Connection) -> int:
+    async def _ahead(self, work: _Batch, tx: Tx) -> int:
         """Events queued before the next one; read once per batch, when a decision needs it."""
         if work.ahead is None:
             # Inside our own transaction: what the sender recorded so far.
@@ -304,7 +304,7 @@ class AlertRelay:
     def _group(self, work: _Batch, key: str) -> GroupState | None:
         return work.groups.get(key) or self._groups.get(key)
 
-    async def _apply(self, work: _Batch, note: Notification, tx: aiosqlite.Connection) -> None:
+    async def _apply(self, work: _Batch, note: Notification, tx: Tx) -> None:
         previous = self._group(work, note.group_key)
         state, change = merge(previous, note, work.now)
         if previous is not None and not change.changed and previous.posts:
@@ -327,9 +327,7 @@ class AlertRelay:
                 await self._update_message(work, state, change, post, tx)
         work.groups[state.group_key] = state
 
-    async def _first_post(
-        self, work: _Batch, state: GroupState, room_id: str, tx: aiosqlite.Connection
-    ) -> Post:
+    async def _first_post(self, work: _Batch, state: GroupState, room_id: str, tx: Tx) -> Post:
         budget = self._settings.send_budget
         ahead = await self._ahead(work, tx)
         if storming(self._budget, ahead, work.now, budget.max_delay_s, self._throughput, budget.fold_after_s):
@@ -345,7 +343,7 @@ class AlertRelay:
         return Post(room_id, outbox_id, None, None, work.now)
 
     async def _update_message(
-        self, work: _Batch, state: GroupState, change: GroupChange, post: Post, tx: aiosqlite.Connection
+        self, work: _Batch, state: GroupState, change: GroupChange, post: Post, tx: Tx
     ) -> None:
         assert post.message is not None
         if post.message_event_id is None and post.message_outbox_id is not None:
@@ -413,7 +411,7 @@ class AlertRelay:
         work.dirty_digests.add(digest.id)
         return digest
 
-    async def _flush_digests(self, work: _Batch, tx: aiosqlite.Connection) -> None:
+    async def _flush_digests(self, work: _Batch, tx: Tx) -> None:
         """Post new digests, edit changed ones: one event per digest per batch at most."""
         for digest_id in sorted(work.dirty_digests):
             digest = self._digest(work, digest_id)

@@ -16,12 +16,11 @@ A message reference is kept as the outbox row id until the event id is known
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
+from bot.store.tx import Row, Tx
 
 if TYPE_CHECKING:
     from bot.store.database import Database
@@ -36,7 +35,7 @@ __all__ = [
 ]
 
 
-async def migrate_alert_groups(conn: aiosqlite.Connection) -> None:
+async def migrate_alert_groups(conn: Tx) -> None:
     """Create the relay's tables (a migration: runs once, inside the migration's transaction)."""
     # Shipped: the SQL below is never edited, so every store holds the same
     # schema text. (Its comment's bot.relays.alertmanager is bot.alertmanager.groups now.)
@@ -169,7 +168,7 @@ def _json(value: Mapping[str, Any]) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _group(row: sqlite3.Row) -> GroupRow:
+def _group(row: Row) -> GroupRow:
     return GroupRow(
         group_key=row["group_key"],
         receiver=row["receiver"],
@@ -222,7 +221,7 @@ class AlertGroupRepo:
 
     async def save(
         self,
-        tx: aiosqlite.Connection,
+        tx: Tx,
         groups: Iterable[GroupRow],
         posts: Iterable[PostRow],
         *,
@@ -267,15 +266,15 @@ class AlertGroupRepo:
             ],
         )
 
-    async def insert_digest(
-        self, tx: aiosqlite.Connection, room_id: str, message_outbox_id: int, created_at: float
-    ) -> int:
+    async def insert_digest(self, tx: Tx, room_id: str, message_outbox_id: int, created_at: float) -> int:
         cursor = await tx.execute(
-            "INSERT INTO alert_digests (room_id, message_outbox_id, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO alert_digests (room_id, message_outbox_id, created_at) VALUES (?, ?, ?)"
+            " RETURNING id",
             (room_id, message_outbox_id, created_at),
         )
-        assert cursor.lastrowid is not None  # an INSERT always sets it
-        return int(cursor.lastrowid)
+        row = await cursor.fetchone()
+        assert row is not None  # an INSERT … RETURNING always returns its row
+        return int(row["id"])
 
     async def find_by_message(self, room_id: str, event_id: str) -> AlertGroupRecord | None:
         """The group whose own message in ``room_id`` is ``event_id``; None for any other event."""

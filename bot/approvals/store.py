@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-import aiosqlite
+from bot.store.tx import Row, Tx
 
 if TYPE_CHECKING:
     # Type-only: bot.store.migrations imports this module while
@@ -29,7 +29,7 @@ ACTIVE_STATES = ("requested", "approved", "started")
 _TRANSITION_FIELDS = frozenset({"decided_at", "decided_by", "started_at", "finished_at", "outcome"})
 
 
-async def migrate_approvals(conn: aiosqlite.Connection) -> None:
+async def migrate_approvals(conn: Tx) -> None:
     """Create the approvals tables (a migration: append-only, runs once)."""
     await conn.execute(
         """
@@ -191,7 +191,7 @@ _COLUMNS = (
 )
 
 
-def _record(row: sqlite3.Row) -> ApprovalRecord:
+def _record(row: Row) -> ApprovalRecord:
     values = dict(row)
     outbox_id = row["prompt_outbox_id"]
     values["prompt_outbox_id"] = None if outbox_id is None else cast("OutboxId", int(outbox_id))
@@ -201,7 +201,7 @@ def _record(row: sqlite3.Row) -> ApprovalRecord:
     return ApprovalRecord(**values)
 
 
-def _vote(row: sqlite3.Row) -> Vote:
+def _vote(row: Row) -> Vote:
     return Vote(**dict(row))
 
 
@@ -215,7 +215,7 @@ class ApprovalRepo:
 
     # -- requests -------------------------------------------------------------
 
-    async def insert(self, conn: aiosqlite.Connection, new: NewApproval) -> None:
+    async def insert(self, conn: Tx, new: NewApproval) -> None:
         """Insert a request in state ``requested`` inside the caller's transaction.
 
         Raises ``ActiveRequestExists`` if its Application already has an active one.
@@ -251,12 +251,10 @@ class ApprovalRepo:
                 raise ActiveRequestExists(new.application) from None
             raise
 
-    async def set_prompt(self, conn: aiosqlite.Connection, approval_id: str, outbox_id: OutboxId) -> None:
+    async def set_prompt(self, conn: Tx, approval_id: str, outbox_id: OutboxId) -> None:
         await conn.execute("UPDATE approvals SET prompt_outbox_id = ? WHERE id = ?", (outbox_id, approval_id))
 
-    async def set_prompt_event(
-        self, approval_id: str, event_id: str, *, tx: aiosqlite.Connection | None = None
-    ) -> None:
+    async def set_prompt_event(self, approval_id: str, event_id: str, *, tx: Tx | None = None) -> None:
         """Remember the prompt's event id once the outbox has sent it."""
         async with self._db.transaction(tx) as conn:
             await conn.execute(
@@ -268,7 +266,7 @@ class ApprovalRepo:
         row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM approvals WHERE id = ?", (approval_id,))  # noqa: S608 (constant column list)
         return None if row is None else _record(row)
 
-    async def get_in(self, conn: aiosqlite.Connection, approval_id: str) -> ApprovalRecord | None:
+    async def get_in(self, conn: Tx, approval_id: str) -> ApprovalRecord | None:
         cursor = await conn.execute(f"SELECT {_COLUMNS} FROM approvals WHERE id = ?", (approval_id,))  # noqa: S608
         row = await cursor.fetchone()
         await cursor.close()
@@ -318,7 +316,7 @@ class ApprovalRepo:
 
     async def transition(
         self,
-        conn: aiosqlite.Connection,
+        conn: Tx,
         approval_id: str,
         source: str,
         target: str,
@@ -338,7 +336,7 @@ class ApprovalRepo:
 
     # -- votes ----------------------------------------------------------------
 
-    async def insert_vote(self, conn: aiosqlite.Connection, vote: Vote) -> bool:
+    async def insert_vote(self, conn: Tx, vote: Vote) -> bool:
         """Record a reaction once; False if this reaction event was already recorded."""
         cursor = await conn.execute(
             "INSERT OR IGNORE INTO approval_votes (reaction_event_id, approval_id, room_id, voter,"
@@ -358,7 +356,7 @@ class ApprovalRepo:
         )
         return cursor.rowcount == 1
 
-    async def vote_in(self, conn: aiosqlite.Connection, reaction_event_id: str) -> Vote | None:
+    async def vote_in(self, conn: Tx, reaction_event_id: str) -> Vote | None:
         cursor = await conn.execute(
             "SELECT * FROM approval_votes WHERE reaction_event_id = ?", (reaction_event_id,)
         )
@@ -373,7 +371,7 @@ class ApprovalRepo:
         )
         return [_vote(row) for row in rows]
 
-    async def approving_voters(self, conn: aiosqlite.Connection, approval_id: str) -> list[str]:
+    async def approving_voters(self, conn: Tx, approval_id: str) -> list[str]:
         """Distinct people whose ✅ counts now (not withdrawn), in the order they approved."""
         cursor = await conn.execute(
             "SELECT voter FROM approval_votes WHERE approval_id = ? AND effect = 'approve'"
@@ -384,7 +382,7 @@ class ApprovalRepo:
         await cursor.close()
         return [str(row["voter"]) for row in rows]
 
-    async def withdraw_vote(self, conn: aiosqlite.Connection, reaction_event_id: str, at: float) -> bool:
+    async def withdraw_vote(self, conn: Tx, reaction_event_id: str, at: float) -> bool:
         cursor = await conn.execute(
             "UPDATE approval_votes SET withdrawn_at = ? WHERE reaction_event_id = ? AND withdrawn_at IS NULL",
             (at, reaction_event_id),
@@ -393,12 +391,12 @@ class ApprovalRepo:
 
     # -- early redactions -----------------------------------------------------
 
-    async def remember_redaction(self, conn: aiosqlite.Connection, event_id: str, at: float) -> None:
+    async def remember_redaction(self, conn: Tx, event_id: str, at: float) -> None:
         await conn.execute(
             "INSERT OR IGNORE INTO approval_redactions (redacted_event_id, at) VALUES (?, ?)", (event_id, at)
         )
 
-    async def was_redacted(self, conn: aiosqlite.Connection, event_id: str) -> bool:
+    async def was_redacted(self, conn: Tx, event_id: str) -> bool:
         cursor = await conn.execute(
             "SELECT 1 FROM approval_redactions WHERE redacted_event_id = ?", (event_id,)
         )

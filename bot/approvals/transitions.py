@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-import aiosqlite
-
 from bot.approvals.kinds import RequestKind
 from bot.approvals.machine import TERMINAL_STATES, State, can_transition
 from bot.approvals.store import ApprovalRecord, ApprovalRepo, Transition
@@ -19,6 +17,7 @@ from bot.outbox import EventRef, Outbox, OutboxState
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
 from bot.store.leadership import Fence, fence_check
+from bot.store.tx import Tx
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +52,8 @@ class Transitions:
         actor: str,
         extra: Transition | None = None,
         detail: str | None = None,
-        conn: aiosqlite.Connection | None = None,
-        also: Callable[[aiosqlite.Connection, ApprovalRecord], Awaitable[None]] | None = None,
+        conn: Tx | None = None,
+        also: Callable[[Tx, ApprovalRecord], Awaitable[None]] | None = None,
     ) -> ApprovalRecord | None:
         """Move ``source → target``; the new record, or None if another path moved it first.
 
@@ -103,7 +102,7 @@ class Transitions:
         if self._fence is not None:
             await self._fence.check()
 
-    async def prompt_ref(self, record: ApprovalRecord, tx: aiosqlite.Connection) -> EventRef | None:
+    async def prompt_ref(self, record: ApprovalRecord, tx: Tx) -> EventRef | None:
         """The prompt's event id (learnt from the outbox and kept), else its pending outbox row.
 
         Kept as an event id as soon as it is known, so a pruned outbox row

@@ -8,12 +8,11 @@ an outage is declared (and alarmed) once and recovered once.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-import aiosqlite
+from bot.store.tx import Row, Tx
 
 if TYPE_CHECKING:
     # Only for annotations: bot.store.database imports the migrations, which import this module.
@@ -38,7 +37,7 @@ class NoticeState(StrEnum):
     FAILED = "failed"
 
 
-async def migrate_heartbeats(conn: aiosqlite.Connection) -> None:
+async def migrate_heartbeats(conn: Tx) -> None:
     """Schema of the dead-man's switch (appended to ``bot.schema.MIGRATIONS``)."""
     await conn.execute(
         """
@@ -109,7 +108,7 @@ _MARK_UP = (
 _NOTICE_COLUMNS = "id, source, kind, title, body, created_at, state, attempts, last_error, settled_at"
 
 
-def _source(row: sqlite3.Row) -> SourceRecord:
+def _source(row: Row) -> SourceRecord:
     refs = json.loads(row["alarm_refs"]) if row["alarm_refs"] else {}
     return SourceRecord(
         source=row["source"],
@@ -122,7 +121,7 @@ def _source(row: sqlite3.Row) -> SourceRecord:
     )
 
 
-def _notice(row: sqlite3.Row) -> Notice:
+def _notice(row: Row) -> Notice:
     return Notice(
         id=row["id"],
         source=row["source"],
@@ -137,10 +136,10 @@ def _notice(row: sqlite3.Row) -> Notice:
     )
 
 
-async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[object, ...]) -> sqlite3.Row | None:
+async def _one(conn: Tx, sql: str, params: tuple[object, ...]) -> Row | None:
     cursor = await conn.execute(sql, params)
     try:
-        row: sqlite3.Row | None = await cursor.fetchone()
+        row: Row | None = await cursor.fetchone()
         return row
     finally:
         await cursor.close()
@@ -161,7 +160,7 @@ class HeartbeatRepo:
         )
         return None if row is None else _source(row)
 
-    async def ensure(self, conn: aiosqlite.Connection, source: str, at: float) -> None:
+    async def ensure(self, conn: Tx, source: str, at: float) -> None:
         """Watch ``source`` from ``at`` even though it has not beaten yet; no-op if known."""
         await conn.execute(
             "INSERT OR IGNORE INTO deadman_sources (source, last_seen, state, state_since)"
@@ -169,18 +168,20 @@ class HeartbeatRepo:
             (source, at),
         )
 
-    async def beat(self, conn: aiosqlite.Connection, source: str, at: float) -> None:
+    async def beat(self, conn: Tx, source: str, at: float) -> None:
         """Record a heartbeat of an up (or new) source; never moves last_seen backwards."""
         await conn.execute(
             "INSERT INTO deadman_sources (source, last_seen, state, state_since) VALUES (?, ?, 'up', ?)"
             " ON CONFLICT (source) DO UPDATE SET"
-            " last_seen = max(coalesce(last_seen, excluded.last_seen), excluded.last_seen)",
+            # max() of two values is GREATEST in PostgreSQL: CASE reads the same in both.
+            " last_seen = CASE WHEN deadman_sources.last_seen > excluded.last_seen"
+            " THEN deadman_sources.last_seen ELSE excluded.last_seen END",
             (source, at, at),
         )
 
     async def mark_down(
         self,
-        conn: aiosqlite.Connection,
+        conn: Tx,
         source: str,
         *,
         at: float,
@@ -194,12 +195,14 @@ class HeartbeatRepo:
         cursor = await conn.execute(
             "UPDATE deadman_sources SET state = 'down', state_since = ?, silent_since = ?,"
             " alarm_refs = NULL, outages = outages + 1"
-            " WHERE source = ? AND state = 'up' AND last_seen IS ?",
-            (at, silent_since, source, last_seen),
+            # Null-safe equality spelled so both read it (SQLite's IS is
+            # PostgreSQL's IS NOT DISTINCT FROM).
+            " WHERE source = ? AND state = 'up' AND (last_seen = ? OR (last_seen IS NULL AND ? IS NULL))",
+            (at, silent_since, source, last_seen, last_seen),
         )
         return cursor.rowcount == 1
 
-    async def forget(self, conn: aiosqlite.Connection, source: str) -> SourceRecord | None:
+    async def forget(self, conn: Tx, source: str) -> SourceRecord | None:
         """Remove a source (its notices stay: they are the record of what was sent); the removed row."""
         cursor = await conn.execute(
             f"DELETE FROM deadman_sources WHERE source = ? RETURNING {_SOURCE_COLUMNS}",  # noqa: S608 (constant columns)
@@ -209,12 +212,12 @@ class HeartbeatRepo:
         await cursor.close()
         return None if row is None else _source(row)
 
-    async def set_alarm_refs(self, conn: aiosqlite.Connection, source: str, refs: dict[str, int]) -> None:
+    async def set_alarm_refs(self, conn: Tx, source: str, refs: dict[str, int]) -> None:
         await conn.execute(
             "UPDATE deadman_sources SET alarm_refs = ? WHERE source = ?", (json.dumps(refs), source)
         )
 
-    async def mark_up(self, conn: aiosqlite.Connection, source: str, at: float) -> SourceRecord | None:
+    async def mark_up(self, conn: Tx, source: str, at: float) -> SourceRecord | None:
         """A heartbeat from a down source: up again. The record after the change, or None if it was not down.
 
         ``silent_since`` and ``alarm_refs`` are kept: they describe the outage
@@ -234,15 +237,15 @@ class NoticeRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(
-        self, conn: aiosqlite.Connection, source: str, kind: NoticeKind, title: str, body: str, at: float
-    ) -> int:
+    async def add(self, conn: Tx, source: str, kind: NoticeKind, title: str, body: str, at: float) -> int:
         cursor = await conn.execute(
-            "INSERT INTO deadman_notices (source, kind, title, body, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO deadman_notices (source, kind, title, body, created_at) VALUES (?, ?, ?, ?, ?)"
+            " RETURNING id",
             (source, kind.value, title, body, at),
         )
-        assert cursor.lastrowid is not None  # an INSERT always sets it
-        return cursor.lastrowid
+        row = await cursor.fetchone()
+        assert row is not None  # an INSERT … RETURNING always returns its row
+        return int(row["id"])
 
     async def pending(self) -> list[Notice]:
         rows = await self._db.fetchall(

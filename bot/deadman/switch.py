@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-import aiosqlite
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from bot.deadman.store import (
@@ -43,6 +42,7 @@ from bot.outbox import Outbox
 from bot.render.templates import Templates
 from bot.store.database import Database
 from bot.store.leadership import Fence, fence_check
+from bot.store.tx import Tx
 from config.deadman import DeadmanSettings
 from config.durations import format_duration
 
@@ -205,7 +205,7 @@ class DeadmansSwitch:
             source = external_url.strip().rstrip("/") or _FALLBACK_SOURCE
         return source[:_MAX_SOURCE_CHARS]
 
-    async def heartbeat(self, source: str, *, tx: aiosqlite.Connection | None = None) -> None:
+    async def heartbeat(self, source: str, *, tx: Tx | None = None) -> None:
         """Record a heartbeat of ``source`` (in the caller's transaction when given).
 
         A heartbeat from a source that is down ends its outage: the recovery
@@ -411,7 +411,7 @@ class DeadmansSwitch:
         )
         return True
 
-    async def _announce_recovery(self, conn: aiosqlite.Connection, record: SourceRecord, now: float) -> None:
+    async def _announce_recovery(self, conn: Tx, record: SourceRecord, now: float) -> None:
         silent_since = record.silent_since if record.silent_since is not None else record.state_since
         outage = format_duration(now - silent_since)
         message = self._templates.render(

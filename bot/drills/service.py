@@ -33,7 +33,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import aiosqlite
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from bot.approvals.kinds import RESTORE_DRILL, Approvers
@@ -72,6 +71,7 @@ from bot.outbox import Outbox
 from bot.render.message import Message
 from bot.render.templates import Templates
 from bot.store.database import Database
+from bot.store.tx import Tx
 from config.base import PermissionRule
 from config.durations import format_duration
 from config.velero import VeleroSettings
@@ -297,7 +297,7 @@ class DrillService:
             scheduled=scheduled,
         )
 
-        async def insert_row(conn: aiosqlite.Connection) -> None:
+        async def insert_row(conn: Tx) -> None:
             await self.repo.insert(conn, row)
 
         try:
@@ -724,7 +724,7 @@ class DrillRunner:
         keep = self._settings.keep_namespaces_s if verdict is not Verdict.ERROR or restore_created else 0.0
         summary = evidence or message
 
-        async def record_end(conn: aiosqlite.Connection, _: ApprovalRecord) -> None:
+        async def record_end(conn: Tx, _: ApprovalRecord) -> None:
             await self._service.repo.finish(
                 conn,
                 record.id,

@@ -9,11 +9,10 @@ this table holds what only a drill has. Only SQL lives here; the rules are in
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import aiosqlite
+from bot.store.tx import Row, Tx
 
 if TYPE_CHECKING:
     from bot.store.database import Database
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
 VERDICTS = ("passed", "partial", "failed", "error")
 
 
-async def migrate_restore_drills(conn: aiosqlite.Connection) -> None:
+async def migrate_restore_drills(conn: Tx) -> None:
     """Give approval requests a kind (existing rows are syncs) and add the drills' own table."""
     await conn.execute("ALTER TABLE approvals ADD COLUMN kind TEXT NOT NULL DEFAULT 'sync'")
     await conn.execute(
@@ -77,7 +76,7 @@ _COLUMNS = (
 )
 
 
-def _row(row: sqlite3.Row) -> DrillRow:
+def _row(row: Row) -> DrillRow:
     values = dict(row)
     values["namespace_mapping"] = json.loads(row["namespace_mapping"])
     values["scheduled"] = bool(row["scheduled"])
@@ -88,7 +87,7 @@ class DrillRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def insert(self, conn: aiosqlite.Connection, drill: DrillRow) -> None:
+    async def insert(self, conn: Tx, drill: DrillRow) -> None:
         """Inside the transaction that inserts the drill's approval request."""
         await conn.execute(
             "INSERT INTO restore_drills (id, backup, schedule, velero_namespace, restore_name,"
@@ -110,7 +109,7 @@ class DrillRepo:
 
     async def finish(
         self,
-        conn: aiosqlite.Connection,
+        conn: Tx,
         drill_id: str,
         *,
         verdict: str,

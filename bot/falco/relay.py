@@ -34,7 +34,6 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 
-import aiosqlite
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from bot.errors import StoreUnavailableError
@@ -48,6 +47,7 @@ from bot.outbox.budget import RateBudget
 from bot.outbox.events import stored_ref
 from bot.render.message import Message, mentioning_content
 from bot.store.database import Database
+from bot.store.tx import Tx
 from config.falco import FalcoSettings
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ class FalcoRelay:
 
     # -- the budget ------------------------------------------------------------------------
 
-    async def _spending(self, now: float, tx: aiosqlite.Connection | None = None) -> Spending:
+    async def _spending(self, now: float, tx: Tx | None = None) -> Spending:
         """The budget now: sends recorded so far observed, everything still queued ahead."""
         load = await self._outbox.send_load(self._budget.last_seen, _MAX_SEND_TIMES, tx=tx)
         self._budget.observe_sent(load.sent_at)
@@ -305,7 +305,7 @@ class FalcoRelay:
                 await self._flush(tx, flush, now)
             await self._save(tx)
 
-    async def _flush(self, tx: aiosqlite.Connection, flush: Flush, now: float) -> None:
+    async def _flush(self, tx: Tx, flush: Flush, now: float) -> None:
         state = self._state
         if flush.kind == "aggregate":
             aggregate = state.aggregates[flush.id]
@@ -374,7 +374,7 @@ class FalcoRelay:
 
     async def _announce_end(
         self,
-        tx: aiosqlite.Connection,
+        tx: Tx,
         mute: Mute,
         now: float,
         *,
@@ -391,7 +391,7 @@ class FalcoRelay:
 
     # -- writing through ---------------------------------------------------------------------------
 
-    async def _save(self, tx: aiosqlite.Connection) -> None:
+    async def _save(self, tx: Tx) -> None:
         state = self._state
         changes = state.take_changes()
         await self._repo.save(

@@ -17,14 +17,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
+from bot.store.tx import Tx
 
 if TYPE_CHECKING:
     # Only for annotations: bot.store.database imports the migrations, which import this module.
     from bot.store.database import Database
 
 
-async def migrate_falco(conn: aiosqlite.Connection) -> None:
+async def migrate_falco(conn: Tx) -> None:
     """Schema of the Falco relay (appended to ``bot.schema.MIGRATIONS``)."""
     await conn.execute(
         "CREATE TABLE falco_ids (id INTEGER PRIMARY KEY CHECK (id = 1), next_id INTEGER NOT NULL)"
@@ -150,9 +150,12 @@ class FalcoRepo:
             mutes=[MuteRecord(r["rule_key"], float(r["ends_at"]), json.loads(r["state"])) for r in mutes],
         )
 
-    async def save(self, tx: aiosqlite.Connection, write: FalcoWrite) -> None:
+    async def save(self, tx: Tx, write: FalcoWrite) -> None:
         """Upsert and delete in the caller's transaction (digests first: aggregates refer to them)."""
-        await tx.execute("UPDATE falco_ids SET next_id = max(next_id, ?) WHERE id = 1", (write.next_id,))
+        # Never lowers it; a WHERE rather than max(), which PostgreSQL spells GREATEST.
+        await tx.execute(
+            "UPDATE falco_ids SET next_id = ? WHERE id = 1 AND next_id < ?", (write.next_id, write.next_id)
+        )
         if write.digests:
             await tx.executemany(
                 "INSERT INTO falco_digests (id, room_id, message_outbox_id, message_event_id, state)"
@@ -195,7 +198,7 @@ class FalcoRepo:
         if deleted_mutes:
             await tx.executemany("DELETE FROM falco_mutes WHERE rule_key = ?", deleted_mutes)
 
-    async def backfill_event_ids(self, tx: aiosqlite.Connection) -> dict[tuple[str, int], str]:
+    async def backfill_event_ids(self, tx: Tx) -> dict[tuple[str, int], str]:
         """Copy event ids of sent messages from the outbox; {("aggregate"|"digest", id): event id}.
 
         Edits then target the event id, which survives the outbox row being pruned.

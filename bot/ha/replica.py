@@ -7,10 +7,9 @@ own, while the cross-signing identity and everything else are shared.
 
 from __future__ import annotations
 
-import aiosqlite
-
 from bot.store.database import Database
 from bot.store.kv import KeyValueRepo
+from bot.store.tx import Tx
 
 
 class ReplicaKeyValue(KeyValueRepo):
@@ -23,8 +22,8 @@ class ReplicaKeyValue(KeyValueRepo):
     async def get(self, key: str) -> str | None:
         return await super().get(key + self._suffix)
 
-    async def set(self, key: str, value: str, *, tx: aiosqlite.Connection | None = None) -> None:
+    async def set(self, key: str, value: str, *, tx: Tx | None = None) -> None:
         await super().set(key + self._suffix, value, tx=tx)
 
-    async def delete(self, key: str, *, tx: aiosqlite.Connection | None = None) -> None:
+    async def delete(self, key: str, *, tx: Tx | None = None) -> None:
         await super().delete(key + self._suffix, tx=tx)

@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import aiosqlite
-
 from bot.outbox.events import marked_txn
 from bot.store.leadership import fence_check
+from bot.store.tx import Tx
 
 if TYPE_CHECKING:
     from bot.outbox.repo import OutboxId
@@ -49,7 +48,7 @@ MAX_PAGES = 20
 CLOCK_SKEW_S = 300.0
 
 
-async def migrate_outbox_in_flight(conn: aiosqlite.Connection) -> None:
+async def migrate_outbox_in_flight(conn: Tx) -> None:
     """When a send of each row first began (NULL: never); appended to ``bot.schema.MIGRATIONS``.
 
     Portable SQL (SQLite and PostgreSQL): one nullable column, no default.

@@ -14,14 +14,14 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
+from bot.store.tx import Tx
 
 if TYPE_CHECKING:
     # Only for annotations: bot.store.database imports the migrations, which import this module.
     from bot.store.database import Database
 
 
-async def migrate_outbox_media(conn: aiosqlite.Connection) -> None:
+async def migrate_outbox_media(conn: Tx) -> None:
     """Schema of outbox media (appended to ``bot.schema.MIGRATIONS``)."""
     await conn.execute(
         """
@@ -51,9 +51,7 @@ class OutboxMediaRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def insert(
-        self, conn: aiosqlite.Connection, outbox_id: int, data: bytes, content_type: str, filename: str
-    ) -> None:
+    async def insert(self, conn: Tx, outbox_id: int, data: bytes, content_type: str, filename: str) -> None:
         """Attach media to a row, inside the caller's open transaction ``conn``."""
         await conn.execute(
             "INSERT INTO outbox_media (outbox_id, content_type, filename, data) VALUES (?, ?, ?, ?)",

@@ -39,13 +39,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
 from bot.outbox.errors import EventTooLargeError
 from bot.outbox.events import EventRef, check_message_content, check_room, check_size
 from bot.outbox.media import OutboxMediaRepo
 from bot.outbox.repo import NewOutboxRow, OutboxId, OutboxKind, OutboxRepo, OutboxState, Ref, SendLoad
 from bot.store.database import Database
+from bot.store.tx import Tx
 from config.settings import OutboxSettings
 
 log = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ class Outbox:
         *,
         reply_to: EventRef | None = None,
         thread_root: EventRef | None = None,
-        tx: aiosqlite.Connection | None = None,
+        tx: Tx | None = None,
     ) -> OutboxId:
         """Queue an ``m.room.message``: plain, a reply, in a thread, or a reply within a thread."""
         check_message_content(content)
@@ -120,7 +119,7 @@ class Outbox:
         new_content: dict[str, Any],
         *,
         supersede: bool = False,
-        tx: aiosqlite.Connection | None = None,
+        tx: Tx | None = None,
     ) -> OutboxId:
         """Queue an edit (``m.replace``) of ``target``, the original event (not an earlier edit).
 
@@ -146,7 +145,7 @@ class Outbox:
         target: EventRef,
         new_content: dict[str, Any],
         *,
-        tx: aiosqlite.Connection | None = None,
+        tx: Tx | None = None,
     ) -> OutboxId | None:
         """Give the still-pending edit of ``target`` this content (and a new txn id); None if none is pending.
 
@@ -178,7 +177,7 @@ class Outbox:
         outbox_id: OutboxId,
         content: dict[str, Any],
         *,
-        tx: aiosqlite.Connection | None = None,
+        tx: Tx | None = None,
     ) -> bool:
         """Give a queued message new content instead of queueing an edit of it; True if done.
 
@@ -210,7 +209,7 @@ class Outbox:
         body: str | None = None,
         info: dict[str, Any] | None = None,
         reply_to: EventRef | None = None,
-        tx: aiosqlite.Connection | None = None,
+        tx: Tx | None = None,
     ) -> OutboxId:
         """Queue an ``m.image``; the sender uploads ``data`` (encrypted in an encrypted room), then sends.
 
@@ -233,17 +232,13 @@ class Outbox:
         self._enqueued(outbox_id, kind, room_id)
         return outbox_id
 
-    async def react(
-        self, room_id: str, target: EventRef, key: str, *, tx: aiosqlite.Connection | None = None
-    ) -> OutboxId:
+    async def react(self, room_id: str, target: EventRef, key: str, *, tx: Tx | None = None) -> OutboxId:
         """Queue an ``m.reaction`` with ``key`` (e.g. an emoji) on ``target``."""
         if not isinstance(key, str) or not key:
             raise ValueError("a reaction key must be a non-empty string")
         return await self._enqueue(room_id, OutboxKind.REACTION, {"key": key}, target=target, tx=tx)
 
-    async def reply_target(
-        self, room_id: str, ref: int | None, *, tx: aiosqlite.Connection
-    ) -> EventRef | None:
+    async def reply_target(self, room_id: str, ref: int | None, *, tx: Tx) -> EventRef | None:
         """What a follow-up can reply to: an earlier message's event id, its pending row, or nothing.
 
         Nothing when there is no earlier message, it failed, its row was
@@ -301,9 +296,7 @@ class Outbox:
         age = 0.0 if pending.oldest_created_at is None else self._clock() - pending.oldest_created_at
         return OutboxStats(depth=pending.depth, oldest_age_s=max(0.0, age))
 
-    async def send_load(
-        self, since: float, limit: int, *, tx: aiosqlite.Connection | None = None
-    ) -> SendLoad:
+    async def send_load(self, since: float, limit: int, *, tx: Tx | None = None) -> SendLoad:
         """How many rows wait, and when rows were sent after ``since`` (at most the newest ``limit``).
 
         What a producer of rate-limited messages needs to estimate when a new
@@ -332,7 +325,7 @@ class Outbox:
         *,
         target: EventRef | None = None,
         root: EventRef | None = None,
-        tx: aiosqlite.Connection | None,
+        tx: Tx | None,
     ) -> OutboxId:
         check_room(room_id)
         check_size(kind, payload, target=target, root=root)
@@ -345,7 +338,7 @@ class Outbox:
 
     async def _insert(
         self,
-        conn: aiosqlite.Connection,
+        conn: Tx,
         room_id: str,
         kind: OutboxKind,
         payload: dict[str, Any],
@@ -368,7 +361,7 @@ class Outbox:
         if self.on_enqueued is not None:
             self.on_enqueued()
 
-    async def _stored_ref(self, conn: aiosqlite.Connection, room_id: str, ref: EventRef | None) -> Ref:
+    async def _stored_ref(self, conn: Tx, room_id: str, ref: EventRef | None) -> Ref:
         """Validate a reference and store it as an event id when one is already known."""
         if ref is None:
             return Ref()

@@ -8,14 +8,12 @@ a row is settled (sent or failed) exactly once.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NewType
 
-import aiosqlite
-
 from bot.store.database import Database
+from bot.store.tx import Row, Tx
 
 OutboxId = NewType("OutboxId", int)
 
@@ -97,7 +95,7 @@ def _ref(event_id: str | None, outbox_id: int | None) -> Ref:
     return Ref(event_id, None if outbox_id is None else OutboxId(outbox_id))
 
 
-def _row(row: sqlite3.Row) -> OutboxRow:
+def _row(row: Row) -> OutboxRow:
     return OutboxRow(
         id=OutboxId(row["id"]),
         room_id=row["room_id"],
@@ -120,12 +118,12 @@ class OutboxRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def insert(self, conn: aiosqlite.Connection, new: NewOutboxRow) -> OutboxId:
+    async def insert(self, conn: Tx, new: NewOutboxRow) -> OutboxId:
         """Insert a pending row inside the caller's open transaction ``conn``."""
         cursor = await conn.execute(
             "INSERT INTO outbox (room_id, kind, payload, target_event_id, target_outbox_id,"
             " root_event_id, root_outbox_id, txn_id, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 new.room_id,
                 new.kind.value,
@@ -138,10 +136,11 @@ class OutboxRepo:
                 new.created_at,
             ),
         )
-        assert cursor.lastrowid is not None  # an INSERT always sets it
-        return OutboxId(cursor.lastrowid)
+        row = await cursor.fetchone()
+        assert row is not None  # an INSERT … RETURNING always returns its row
+        return OutboxId(int(row["id"]))
 
-    async def get_in(self, conn: aiosqlite.Connection, outbox_id: OutboxId) -> OutboxRow | None:
+    async def get_in(self, conn: Tx, outbox_id: OutboxId) -> OutboxRow | None:
         """Read one row inside the caller's open transaction ``conn``."""
         cursor = await conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (outbox_id,))  # noqa: S608 (constant column list)
         row = await cursor.fetchone()
@@ -189,7 +188,7 @@ class OutboxRepo:
 
     async def supersede_edit(
         self,
-        conn: aiosqlite.Connection,
+        conn: Tx,
         room_id: str,
         target_row: OutboxId | None,
         target_event_id: str | None,
@@ -226,7 +225,7 @@ class OutboxRepo:
 
     async def rewrite_queued_message(
         self,
-        conn: aiosqlite.Connection,
+        conn: Tx,
         room_id: str,
         outbox_id: OutboxId,
         payload: dict[str, Any],
@@ -240,12 +239,13 @@ class OutboxRepo:
             # so the content found in the room must be the content it holds.
             " AND state = 'pending' AND send_began_at IS NULL"
             " AND (SELECT COUNT(*) FROM (SELECT 1 FROM outbox o"
-            "  WHERE o.room_id = outbox.room_id AND o.state = 'pending' AND o.id < outbox.id LIMIT ?)) >= ?",
+            "  WHERE o.room_id = outbox.room_id AND o.state = 'pending' AND o.id < outbox.id LIMIT ?)"
+            " AS ahead) >= ?",
             (json.dumps(payload, ensure_ascii=False, allow_nan=False), outbox_id, room_id, behind, behind),
         )
         return cursor.rowcount == 1
 
-    async def send_load(self, conn: aiosqlite.Connection, since: float, limit: int) -> SendLoad:
+    async def send_load(self, conn: Tx, since: float, limit: int) -> SendLoad:
         """Pending rows, and send times after ``since`` (newest ``limit``), read on ``conn``.
 
         The times come back as plain REAL columns: passing them through

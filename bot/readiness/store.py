@@ -8,15 +8,13 @@ them (``ON DELETE CASCADE``).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import aiosqlite
-
 from bot.readiness.engine import CriterionResult, Scorecard, Tally
 from bot.readiness.results import Mark
+from bot.store.tx import Row, Tx
 
 if TYPE_CHECKING:
     # Only for annotations: bot.store.database imports the migrations, which import this module.
@@ -26,7 +24,7 @@ if TYPE_CHECKING:
 TRIGGERS = ("command", "digest", "trend")
 
 
-async def migrate_readiness(conn: aiosqlite.Connection) -> None:
+async def migrate_readiness(conn: Tx) -> None:
     """Schema of the readiness scorecard (appended to ``bot.schema.MIGRATIONS``)."""
     await conn.execute(
         """
@@ -81,7 +79,7 @@ def _tally(values: list[int]) -> Tally:
     return Tally(passed, failed, unknown, manual)
 
 
-def _run(row: sqlite3.Row) -> StoredRun:
+def _run(row: Row) -> StoredRun:
     return StoredRun(
         id=int(row["id"]),
         at=float(row["at"]),
@@ -110,7 +108,7 @@ class ReadinessRepo:
             cursor = await conn.execute(
                 "INSERT INTO readiness_runs"
                 " (at, trigger, passed, failed, unknown, manual, categories, notices)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     scorecard.at,
                     trigger,
@@ -122,7 +120,8 @@ class ReadinessRepo:
                     json.dumps(list(scorecard.notices), ensure_ascii=False),
                 ),
             )
-            run_id = cursor.lastrowid
+            inserted = await cursor.fetchone()
+            run_id = None if inserted is None else int(inserted["id"])
             assert run_id is not None  # an INSERT always sets it
             await conn.executemany(
                 "INSERT INTO readiness_results (run_id, criterion_id, mark, found, expected)"

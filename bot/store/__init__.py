@@ -1,10 +1,11 @@
-"""SQLite persistence: one file, one connection, one small repository per table."""
+"""Persistence: one SQLite file or one PostgreSQL database, one connection, one small repository per table."""
 
 from bot.store.audit import AuditEntry, AuditRepo
 from bot.store.database import Database
 from bot.store.handled import HandledEvents
 from bot.store.kv import KeyValueRepo
 from bot.store.migrations import SchemaTooNewError
+from bot.store.tx import Row, Tx
 
 __all__ = [
     "AuditEntry",
@@ -12,5 +13,7 @@ __all__ = [
     "Database",
     "HandledEvents",
     "KeyValueRepo",
+    "Row",
     "SchemaTooNewError",
+    "Tx",
 ]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiosqlite
-
 from bot.store.database import Database
+from bot.store.tx import Tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +41,14 @@ class AuditRepo:
         detail: str | None = None,
         sender_device: str | None = None,
         cross_signed: bool | None = None,
-        tx: aiosqlite.Connection | None = None,
+        tx: Tx | None = None,
     ) -> int:
         """Append one entry stamped with the store's clock; return its id."""
         signed = None if cross_signed is None else int(cross_signed)
         async with self._db.transaction(tx) as conn:
             cursor = await conn.execute(
                 "INSERT INTO audit (at, actor, room_id, event_id, action, args, outcome, detail,"
-                " sender_device, cross_signed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " sender_device, cross_signed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     self._db.clock(),
                     actor,
@@ -63,9 +62,9 @@ class AuditRepo:
                     signed,
                 ),
             )
-            entry_id = cursor.lastrowid
-        assert entry_id is not None  # an INSERT always sets it
-        return entry_id
+            row = await cursor.fetchone()
+        assert row is not None  # an INSERT … RETURNING always returns its row
+        return int(row["id"])
 
     async def recent(self, limit: int = 50) -> list[AuditEntry]:
         """The newest ``limit`` entries, newest first."""

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import aiosqlite
-
 from bot.store.database import Database
+from bot.store.tx import Tx
 
 
 class HandledEvents:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def claim(self, event_id: str, *, tx: aiosqlite.Connection | None = None) -> bool:
+    async def claim(self, event_id: str, *, tx: Tx | None = None) -> bool:
         """Mark ``event_id`` handled; True only for the first claim of that id.
 
         The INSERT OR IGNORE is the compare-and-set: two concurrent claims (or

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import aiosqlite
-
 from bot.store.database import Database
+from bot.store.tx import Tx
 
 
 class KeyValueRepo:
@@ -15,7 +14,7 @@ class KeyValueRepo:
         row = await self._db.fetchone("SELECT value FROM kv WHERE key = ?", (key,))
         return None if row is None else str(row["value"])
 
-    async def set(self, key: str, value: str, *, tx: aiosqlite.Connection | None = None) -> None:
+    async def set(self, key: str, value: str, *, tx: Tx | None = None) -> None:
         async with self._db.transaction(tx) as conn:
             await conn.execute(
                 "INSERT INTO kv (key, value) VALUES (?, ?)"
@@ -23,6 +22,6 @@ class KeyValueRepo:
                 (key, value),
             )
 
-    async def delete(self, key: str, *, tx: aiosqlite.Connection | None = None) -> None:
+    async def delete(self, key: str, *, tx: Tx | None = None) -> None:
         async with self._db.transaction(tx) as conn:
             await conn.execute("DELETE FROM kv WHERE key = ?", (key,))

@@ -22,9 +22,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-import aiosqlite
-
 from bot.store.database import Database
+from bot.store.tx import Tx
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ class LeadershipLost(Exception):
     """No longer the leader: stop acting (the process exits and restarts as a standby)."""
 
 
-async def migrate_leadership(conn: aiosqlite.Connection) -> None:
+async def migrate_leadership(conn: Tx) -> None:
     """The one-row table of the current leadership term (id is always 1)."""
     await conn.execute(
         "CREATE TABLE leadership ("
@@ -77,7 +76,7 @@ class Fence:
             self.holder, self.token = holder, token
         return taken
 
-    async def check_in(self, conn: aiosqlite.Connection) -> None:
+    async def check_in(self, conn: Tx) -> None:
         """Raise ``LeadershipLost`` unless the store still holds our token (in the caller's transaction)."""
         if self.token is None:
             raise LeadershipLost("this replica has not taken the lead")
@@ -101,7 +100,7 @@ class Fence:
             self.lost.set()
 
 
-async def fence_check(fence: Fence | None, conn: aiosqlite.Connection) -> None:
+async def fence_check(fence: Fence | None, conn: Tx) -> None:
     """The check where one is needed: a bot without ``ha.enabled`` has no fence and always acts."""
     if fence is not None:
         await fence.check_in(conn)

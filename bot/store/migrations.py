@@ -1,6 +1,9 @@
-"""Schema migrations: an ordered list of functions keyed by ``PRAGMA user_version``.
+"""Schema migrations: an ordered list of functions keyed by the store's schema version.
 
-The file's ``user_version`` is the number of migrations applied. Migration
+The schema version is the number of migrations applied: SQLite's
+``PRAGMA user_version``, or on PostgreSQL the one row of ``readybot_schema``
+(``bot.store.postgres``). Migrations are written in SQLite's spelling and run
+unchanged on both backends (``bot.store.postgres.translate``). Migration
 ``N`` (1-based) is ``migrations[N - 1]``; it runs in the same transaction that
 sets ``user_version = N``, so a crash leaves either the old or the new schema,
 never half of one. Append new migrations; never edit or reorder shipped ones.
@@ -9,6 +12,11 @@ This module is the mechanism and the core tables (kv, audit, handled events,
 outbox). The ordered list, with each capability's tables, is assembled by the
 composition root (``bot.schema.MIGRATIONS``) and handed to ``Database.open``:
 the store imports no capability.
+
+Two processes starting together (two replicas on one PostgreSQL database)
+migrate once: each migration's transaction holds the write lock (BEGIN
+IMMEDIATE; on PostgreSQL the advisory lock every write transaction takes) and
+re-reads the version under it, so the second process finds the work done.
 """
 
 from __future__ import annotations
@@ -17,14 +25,14 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-import aiosqlite
+from bot.store.tx import Tx
 
 if TYPE_CHECKING:
     from bot.store.database import Database
 
 log = logging.getLogger(__name__)
 
-Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+Migration = Callable[[Tx], Awaitable[None]]
 
 
 class SchemaTooNewError(RuntimeError):
@@ -39,7 +47,7 @@ class SchemaTooNewError(RuntimeError):
         self.known = known
 
 
-async def v1_initial(conn: aiosqlite.Connection) -> None:
+async def v1_initial(conn: Tx) -> None:
     # No IF NOT EXISTS: running a migration twice is a bug and must be loud.
     await conn.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     await conn.execute(
@@ -98,7 +106,7 @@ async def v1_initial(conn: aiosqlite.Connection) -> None:
     await conn.execute("CREATE INDEX outbox_pending ON outbox (room_id, id) WHERE state = 'pending'")
 
 
-async def v9_audit_sender_device(conn: aiosqlite.Connection) -> None:
+async def v9_audit_sender_device(conn: Tx) -> None:
     """Which device a command came from, and whether its owner had cross-signed it (NULL: unknown)."""
     await conn.execute("ALTER TABLE audit ADD COLUMN sender_device TEXT")
     await conn.execute("ALTER TABLE audit ADD COLUMN cross_signed INTEGER")
@@ -106,8 +114,33 @@ async def v9_audit_sender_device(conn: aiosqlite.Connection) -> None:
 
 async def schema_version(db: Database) -> int:
     """The number of migrations applied to the open store."""
+    if db.dialect == "postgresql":
+        async with db.transaction() as tx:
+            return await _version_in(db, tx)
     row = await db.fetchone("PRAGMA user_version")
     return 0 if row is None else int(row[0])
+
+
+async def _version_in(db: Database, tx: Tx) -> int:
+    if db.dialect == "postgresql":
+        from bot.store.postgres import PgConnection, read_version
+
+        assert isinstance(tx, PgConnection)
+        return await read_version(tx)
+    cursor = await tx.execute("PRAGMA user_version")
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def _set_version(db: Database, tx: Tx, version: int) -> None:
+    if db.dialect == "postgresql":
+        from bot.store.postgres import PgConnection, write_version
+
+        assert isinstance(tx, PgConnection)
+        await write_version(tx, version)
+        return
+    # PRAGMA takes no bound parameters; version is our own int.
+    await tx.execute(f"PRAGMA user_version = {int(version)}")
 
 
 async def migrate(db: Database, migrations: Sequence[Migration]) -> int:
@@ -118,13 +151,10 @@ async def migrate(db: Database, migrations: Sequence[Migration]) -> int:
     for version in range(current + 1, len(migrations) + 1):
         async with db.transaction() as tx:
             # Re-read under the write lock: another process may have migrated
-            # the file since we looked.
-            cursor = await tx.execute("PRAGMA user_version")
-            row = await cursor.fetchone()
-            if row is not None and int(row[0]) >= version:
+            # the store since we looked.
+            if await _version_in(db, tx) >= version:
                 continue
             await migrations[version - 1](tx)
-            # PRAGMA takes no bound parameters; version is our own int.
-            await tx.execute(f"PRAGMA user_version = {int(version)}")
+            await _set_version(db, tx, version)
         log.info("store migrated to schema version %d", version)
     return len(migrations)

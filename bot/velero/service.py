@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
-import aiosqlite
-
 from bot.kube.errors import KubeError
 from bot.outbox import Outbox
 from bot.render.message import Message
 from bot.render.templates import Templates
 from bot.store.database import Database
+from bot.store.tx import Tx
 from bot.velero import render
 from bot.velero.model import (
     LocationView,
@@ -437,7 +436,7 @@ class VeleroService:
             log.warning("velero: backup storage location %s is %s", view.name, view.phase)
 
     async def _post(
-        self, conn: aiosqlite.Connection, message: Message, *, reply_to: dict[str, int] | None = None
+        self, conn: Tx, message: Message, *, reply_to: dict[str, int] | None = None
     ) -> dict[str, int]:
         """Queue ``message`` in every room (in the caller's transaction); {room: outbox id}."""
         refs: dict[str, int] = {}

@@ -9,18 +9,17 @@ the outbox: the message exists if and only if the row does.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import aiosqlite
+from bot.store.tx import Row, Tx
 
 if TYPE_CHECKING:
     # Only for annotations: bot.store.database imports the migrations, which import this module.
     from bot.store.database import Database
 
 
-async def migrate_velero(conn: aiosqlite.Connection) -> None:
+async def migrate_velero(conn: Tx) -> None:
     """Schema of the Velero relay (appended to ``bot.schema.MIGRATIONS``)."""
     await conn.execute(
         """
@@ -130,7 +129,7 @@ def _refs(text: str | None) -> dict[str, int]:
     return {str(room): int(ref) for room, ref in json.loads(text).items()} if text else {}
 
 
-def _outcome(row: sqlite3.Row) -> OutcomeRecord:
+def _outcome(row: Row) -> OutcomeRecord:
     return OutcomeRecord(
         kind=row["kind"],
         key=row["key"],
@@ -144,7 +143,7 @@ def _outcome(row: sqlite3.Row) -> OutcomeRecord:
     )
 
 
-def _missed(row: sqlite3.Row) -> MissedAlert:
+def _missed(row: Row) -> MissedAlert:
     return MissedAlert(
         namespace=row["namespace"],
         schedule=row["schedule"],
@@ -155,7 +154,7 @@ def _missed(row: sqlite3.Row) -> MissedAlert:
     )
 
 
-async def _all(conn: aiosqlite.Connection, sql: str, params: tuple[object, ...]) -> list[sqlite3.Row]:
+async def _all(conn: Tx, sql: str, params: tuple[object, ...]) -> list[Row]:
     cursor = await conn.execute(sql, params)
     try:
         return list(await cursor.fetchall())
@@ -175,7 +174,7 @@ class VeleroRepo:
         )
         return row is not None
 
-    async def set_baseline(self, conn: aiosqlite.Connection, namespace: str, kind: str, at: float) -> bool:
+    async def set_baseline(self, conn: Tx, namespace: str, kind: str, at: float) -> bool:
         """Record the first listing; False if another listing did it first."""
         cursor = await conn.execute(
             "INSERT OR IGNORE INTO velero_baselines (namespace, kind, at) VALUES (?, ?, ?)",
@@ -190,9 +189,7 @@ class VeleroRepo:
         )
         return {row["key"] for row in rows}
 
-    async def claim(
-        self, conn: aiosqlite.Connection, outcome: OutcomeRecord, disposition: str, at: float
-    ) -> bool:
+    async def claim(self, conn: Tx, outcome: OutcomeRecord, disposition: str, at: float) -> bool:
         """Record an outcome unless it already is; True when this call recorded it (and may report it)."""
         cursor = await conn.execute(
             f"INSERT OR IGNORE INTO velero_outcomes ({_OUTCOME_COLUMNS}, recorded_at, disposition)"  # noqa: S608 (constant columns)
@@ -213,7 +210,7 @@ class VeleroRepo:
         )
         return cursor.rowcount == 1
 
-    async def take_digest(self, conn: aiosqlite.Connection, namespace: str) -> list[OutcomeRecord]:
+    async def take_digest(self, conn: Tx, namespace: str) -> list[OutcomeRecord]:
         """Every outcome waiting for the digest, now marked as digested (in the caller's transaction)."""
         rows = await _all(
             conn,
@@ -243,7 +240,7 @@ class VeleroRepo:
 
     async def raise_missed(
         self,
-        conn: aiosqlite.Connection,
+        conn: Tx,
         namespace: str,
         schedule: str,
         *,
@@ -259,17 +256,13 @@ class VeleroRepo:
         )
         return cursor.rowcount == 1
 
-    async def set_missed_refs(
-        self, conn: aiosqlite.Connection, namespace: str, schedule: str, refs: dict[str, int]
-    ) -> None:
+    async def set_missed_refs(self, conn: Tx, namespace: str, schedule: str, refs: dict[str, int]) -> None:
         await conn.execute(
             "UPDATE velero_missed SET refs = ? WHERE namespace = ? AND schedule = ?",
             (json.dumps(refs), namespace, schedule),
         )
 
-    async def clear_missed(
-        self, conn: aiosqlite.Connection, namespace: str, schedule: str
-    ) -> MissedAlert | None:
+    async def clear_missed(self, conn: Tx, namespace: str, schedule: str) -> MissedAlert | None:
         """Close the open alert of ``schedule``; the closed alert, or None if none was open."""
         rows = await _all(
             conn,
@@ -292,7 +285,7 @@ class VeleroRepo:
             for row in rows
         }
 
-    async def location(self, conn: aiosqlite.Connection, namespace: str, name: str) -> LocationRecord | None:
+    async def location(self, conn: Tx, namespace: str, name: str) -> LocationRecord | None:
         rows = await _all(
             conn,
             "SELECT namespace, name, phase, since, refs FROM velero_locations"
@@ -306,7 +299,7 @@ class VeleroRepo:
 
     async def set_location(
         self,
-        conn: aiosqlite.Connection,
+        conn: Tx,
         namespace: str,
         name: str,
         *,
@@ -323,9 +316,7 @@ class VeleroRepo:
 
     # -- objects that are gone --------------------------------------------------
 
-    async def forget_missing(
-        self, conn: aiosqlite.Connection, namespace: str, table: str, present: set[str]
-    ) -> list[str]:
+    async def forget_missing(self, conn: Tx, namespace: str, table: str, present: set[str]) -> list[str]:
         """Delete rows of schedules (``velero_missed``) or locations no longer in the cluster."""
         column = {"velero_missed": "schedule", "velero_locations": "name"}[table]
         rows = await _all(conn, f"SELECT {column} AS name FROM {table} WHERE namespace = ?", (namespace,))  # noqa: S608 (fixed names)

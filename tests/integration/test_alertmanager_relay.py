@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 from nio import Event, RoomMessageNotice
 
 from bot.demo.synapse import SynapseServer, free_port
@@ -21,12 +22,19 @@ from tests.integration.alertmanager import AlertmanagerServer, receiver_config
 from tests.integration.botrunner import RunningBot, bot_settings, eventually
 from tests.integration.fixtures import AlertmanagerFactory
 from tests.integration.people import Account, Person, PersonFactory
+from tests.stores import PostgresForTests
 
 TOKEN = "am-relay-token-Qw81zX"
 
 
 def relay_bot(
-    synapse: SynapseServer, account: Account, state: Path, room: str, port: int, **alertmanager: Any
+    synapse: SynapseServer,
+    account: Account,
+    state: Path,
+    room: str,
+    port: int,
+    store: dict[str, Any] | None = None,
+    **alertmanager: Any,
 ) -> RunningBot:
     settings = bot_settings(
         synapse.base_url,
@@ -36,6 +44,7 @@ def relay_bot(
         # A fixed port: Alertmanager must find the bot again after a restart.
         http={"hook_tokens": {"alertmanager": TOKEN}, "port": port, "max_body_bytes": 65_536},
         alertmanager={"enabled": True, "default_rooms": [room], **alertmanager},
+        store=store or {},
     )
     return RunningBot(settings)
 
@@ -97,12 +106,13 @@ async def room_with_relay(
     person_factory: PersonFactory,
     bots: list[RunningBot],
     state: Path,
+    store: dict[str, Any] | None = None,
     **alertmanager: Any,
 ) -> tuple[Person, str, RunningBot, int]:
     alice = await person_factory("alice")
     room = await alice.create_room("alerts", encrypted=True, invite=[account.user_id])
     port = free_port()
-    runner = relay_bot(synapse, account, state, room, port, **alertmanager)
+    runner = relay_bot(synapse, account, state, room, port, store, **alertmanager)
     bots.append(runner)
     await runner.start()
     await alice.wait_joined(room, account.user_id)
@@ -159,6 +169,41 @@ async def test_alerts_arrive_as_one_message_per_group_and_resolving_edits_it(
     assert "Resolved after" in current_text(alice, room, prod)
     assert len(originals(alice, room, bot)) == 2  # never a second message for a group
     assert current_text(alice, room, by_namespace["staging"]).startswith("🟠 FIRING")
+
+
+async def test_a_group_is_relayed_with_the_state_in_postgresql(
+    synapse: SynapseServer,
+    bot_account: Account,
+    person_factory: PersonFactory,
+    alertmanager: AlertmanagerFactory,
+    bots: list[RunningBot],
+    postgres: PostgresForTests,
+    tmp_path: Path,
+) -> None:
+    """With store.url on PostgreSQL a group arrives and resolves in the room; its state is in PostgreSQL."""
+    url = postgres.create(migrated=False)  # the bot runs every migration itself
+    state = tmp_path / "bot"
+    alice, room, _, port = await room_with_relay(
+        synapse, bot_account, person_factory, bots, state, store={"url": url}
+    )
+    am = start_alertmanager(alertmanager, port)
+    name = f"DiskFilling{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(am.fire, labels(name, "prod", "db-0"), {"summary": "disk almost full"})
+    await eventually(lambda: len(originals(alice, room, bot_account.user_id)) == 1, "the group's message")
+    [message] = originals(alice, room, bot_account.user_id)
+    assert message.body.startswith("🟠 FIRING [WARNING] " + name)
+
+    await asyncio.to_thread(am.resolve, labels(name, "prod", "db-0"))
+    await eventually(
+        lambda: current_text(alice, room, message).startswith("✅ RESOLVED"), "the resolved edit"
+    )
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        sent = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'sent'").fetchone()
+        groups = conn.execute("SELECT COUNT(*) FROM alert_groups").fetchone()
+    assert sent is not None and sent[0] >= 2  # the message and its edit
+    assert groups == (1,)
+    assert not (state / "readybot.sqlite3").exists()
 
 
 async def test_bad_requests_get_4xx_and_store_nothing(

@@ -2,10 +2,9 @@
 
 Both processes are the real bot (``python -m bot run``) with ``ha.enabled``,
 each its own Matrix device (its own crypto store) on the real Synapse, both
-on ONE SQLite file: the PostgreSQL store had not landed when this was
-written, and two processes on one SQLite file are safe on one machine (WAL,
-one writer at a time). The Lease lives in the test API server
-(``bot/demo/kube``), spoken to by the real kubernetes client.
+on one PostgreSQL database (``store.url``, a real server the tests start on
+127.0.0.1). The Lease lives in the test API server (``bot/demo/kube``),
+spoken to by the real kubernetes client.
 
 Durations are shorter than the defaults (lease 10 s, deadline 7 s, retry
 1 s) so that the takeover bound the issue sets, 15 s from the SIGKILL, holds
@@ -17,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 
 from bot.demo.synapse import SynapseServer
@@ -32,6 +31,7 @@ from tests.integration.botrunner import bot_config
 from tests.integration.fixtures import BotProcessFactory
 from tests.integration.people import Account, PersonFactory
 from tests.kube.handle import KubeTarget
+from tests.stores import PostgresForTests
 
 TOKEN = "replicas-hook-token-7Hq2"
 LEASE = {"lease_duration_s": 10.0, "renew_deadline_s": 7.0, "retry_period_s": 1.0}
@@ -42,7 +42,8 @@ SETTLE_S = 3.0
 def replica_config(
     synapse: SynapseServer, account: Account, tmp_path: Path, kube: KubeTarget, room: str, n: int
 ) -> dict[str, Any]:
-    config = bot_config(
+    """A replica's configuration; the shared store's URL goes in through the environment."""
+    return bot_config(
         synapse.base_url,
         account,
         tmp_path / f"replica-{n}",
@@ -51,9 +52,6 @@ def replica_config(
         kubernetes={"enabled": True, "in_cluster": False, "kubeconfig": str(kube.kubeconfig_path)},
         ha={"enabled": True, "namespace": kube.namespace, "identity": f"readybot-{n}", **LEASE},
     )
-    # One store for both (the crypto stores stay apart, under replica-<n>).
-    config["store"]["path"] = str(tmp_path / "shared.sqlite3")
-    return config
 
 
 async def readyz(bot: BotProcess) -> tuple[int, str]:
@@ -90,14 +88,10 @@ async def post_like_alertmanager(urls: list[str], body: bytes, deadline: float) 
     return statuses
 
 
-def audit_rows(store: Path, event_id: str) -> list[tuple[str, str]]:
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as conn:
-        return [
-            (str(action), str(outcome))
-            for action, outcome in conn.execute(
-                "SELECT action, outcome FROM audit WHERE event_id = ?", (event_id,)
-            )
-        ]
+def audit_rows(url: str, event_id: str) -> list[tuple[str, str]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT action, outcome FROM audit WHERE event_id = %s", (event_id,))
+        return [(str(action), str(outcome)) for action, outcome in rows.fetchall()]
 
 
 async def start_replicas(
@@ -108,12 +102,15 @@ async def start_replicas(
     bot_process: BotProcessFactory,
     kube: KubeTarget,
     tmp_path: Path,
+    store_url: str,
 ) -> tuple[BotProcess, BotProcess]:
-    """readybot-0 (leading) and readybot-1 (standing by, its first sync done)."""
+    """readybot-0 (leading) and readybot-1 (standing by, its first sync done), on one database."""
     first = bot_process(replica_config(synapse, account, tmp_path, kube, room, 0), name="replica-0")
     second = bot_process(replica_config(synapse, account, tmp_path, kube, room, 1), name="replica-1")
     for bot in (first, second):
         bot.env["READYBOT_HTTP__HOOK_TOKENS__ALERTMANAGER"] = TOKEN
+        # As a deployment passes it: from a Secret, in the environment.
+        bot.env["READYBOT_STORE__URL"] = store_url
     # One after the other: the first makes the bot's cross-signing identity,
     # the second finds it in the shared store and signs its own device with it.
     first.start()
@@ -135,6 +132,7 @@ async def test_sigkill_of_the_leader_hands_over_to_the_standby_and_nothing_is_lo
     person_factory: PersonFactory,
     bot_process: BotProcessFactory,
     kube: KubeTarget,
+    postgres: PostgresForTests,
     tmp_path: Path,
     record_property: Any,
 ) -> None:
@@ -142,7 +140,8 @@ async def test_sigkill_of_the_leader_hands_over_to_the_standby_and_nothing_is_lo
     alice = await person_factory("alice")
     bot_user = bot_account.user_id
     room = await alice.create_room("alerts", encrypted=True, invite=[bot_user])
-    first, second = await start_replicas(synapse, bot_account, alice, room, bot_process, kube, tmp_path)
+    url = postgres.create(migrated=False)  # the first replica runs every migration
+    first, second = await start_replicas(synapse, bot_account, alice, room, bot_process, kube, tmp_path, url)
     status, text = await readyz(second)
     assert (status, text.strip()) == (503, "not ready: standby: not the leader")
 
@@ -184,7 +183,7 @@ async def test_sigkill_of_the_leader_hands_over_to_the_standby_and_nothing_is_lo
     assert showing.duplicated() == set()
     assert 503 in statuses, "the standby refused the group before it led"
     # The command sent while nobody led: audited, not run (the restart rule, from the takeover).
-    assert audit_rows(tmp_path / "shared.sqlite3", gap_command) == [("command:skipped", "sent-before-start")]
+    assert audit_rows(url, gap_command) == [("command:skipped", "sent-before-start")]
     assert "took the lead as readybot-1" in second.log_text()
     assert http_status(second.port, "/readyz") == 200
 
@@ -197,6 +196,7 @@ async def test_a_leader_paused_past_its_lease_sends_nothing_when_it_wakes(
     person_factory: PersonFactory,
     bot_process: BotProcessFactory,
     kube: KubeTarget,
+    postgres: PostgresForTests,
     tmp_path: Path,
     record_property: Any,
 ) -> None:
@@ -204,7 +204,8 @@ async def test_a_leader_paused_past_its_lease_sends_nothing_when_it_wakes(
     alice = await person_factory("alice")
     bot_user = bot_account.user_id
     room = await alice.create_room("alerts", encrypted=True, invite=[bot_user])
-    first, second = await start_replicas(synapse, bot_account, alice, room, bot_process, kube, tmp_path)
+    url = postgres.create(migrated=False)  # the first replica runs every migration
+    first, second = await start_replicas(synapse, bot_account, alice, room, bot_process, kube, tmp_path, url)
     run = new_run()
     body = json.dumps(group_payload(run, 7, "a")).encode()
     assert first.process is not None

@@ -1,7 +1,8 @@
 """Two electors in one process against a Kubernetes API (the test server's Leases), sharing one SQLite store.
 
 The real client (CoordinationV1Api) reads and writes the Lease; each elector
-has its own Database on the same file, as two replicas would.
+has its own Database on the same store, as two replicas would: an SQLite file,
+then a real PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from bot.ha.elector import LeaderElector
 from bot.ha.lease import KubeLeases, LeaseConflict
 from bot.metrics import Metrics
 from bot.outbox import Outbox, OutboxSender
-from bot.schema import MIGRATIONS
 from bot.store.database import Database
 from bot.store.leadership import Fence, LeadershipLost
 from config.ha import HaSettings
 from config.settings import OutboxSettings
 from tests.kube.handle import KubeTarget
+from tests.stores import open_store
+
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 # Short, so a handover takes seconds; the ratios are client-go's (lease > deadline > retry).
 LEASE_S, DEADLINE_S, RETRY_S = 2.0, 1.5, 0.2
@@ -86,7 +89,7 @@ async def open_replicas(
 ) -> AsyncIterator[list[Replica]]:
     made: list[Replica] = []
     for name in ("readybot-0", "readybot-1"):
-        db = await Database.open(tmp_path / "shared.sqlite3", migrations=MIGRATIONS)
+        db = await open_store(tmp_path / "shared.sqlite3")
         settings = ha(kube, name, lease_s, deadline_s)
         leases = KubeLeases.from_settings(kube.settings(), settings)
         fence = Fence(db)

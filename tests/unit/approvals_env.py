@@ -24,6 +24,7 @@ from bot.store.database import Database
 from bot.store.leadership import Fence
 from config.approvals import ApprovalsSettings, GatedApp
 from config.base import PermissionRule
+from tests.stores import open_store
 from tests.unit.argo_fake import FakeArgo, application
 
 ROOM = "!ops:example.org"
@@ -87,7 +88,7 @@ class Env:
 
     async def open(self) -> Env:
         """Open (or reopen, as after a restart) the store and build a fresh service on it."""
-        self.db = await Database.open(self.path, migrations=MIGRATIONS, clock=self.clock)
+        self.db = await open_store(self.path, migrations=MIGRATIONS, clock=self.clock)
         self.outbox = Outbox(self.db, clock=self.clock)
         self.audit = AuditRepo(self.db)
         self.fence = Fence(self.db) if self.fenced else None

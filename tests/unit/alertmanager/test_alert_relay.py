@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,7 +42,12 @@ from bot.render.message import MATRIX_EVENT_LIMIT
 from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
 from bot.store import Database
+from bot.store.tx import Row
 from config.alertmanager import AlertmanagerSettings, AlertRoute
+from tests.stores import only_sqlite, open_store, write_lock_held
+
+# The store on SQLite and on PostgreSQL (tests.stores).
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "payloads" / "alertmanager"
 ROOM = "!alerts:example.org"
@@ -144,7 +148,7 @@ class Relay:
     async def post(self, body: dict[str, Any]) -> None:
         await self.relay.accept(parse_payload(json.dumps(body).encode()))
 
-    async def rows(self) -> list[sqlite3.Row]:
+    async def rows(self) -> list[Row]:
         return await self.db.fetchall("SELECT * FROM outbox ORDER BY id")
 
     async def bodies(self) -> list[tuple[str, str]]:
@@ -169,7 +173,7 @@ async def make_relay(
     path: Path, settings: AlertmanagerSettings, clock: Clock | None = None, *, in_flight: int = 4
 ) -> Relay:
     clock = clock or Clock()
-    db = await Database.open(path, migrations=MIGRATIONS, clock=clock)
+    db = await open_store(path, migrations=MIGRATIONS, clock=clock)
     outbox = Outbox(db, clock=clock, max_in_flight_per_room=in_flight)
     repo = AlertGroupRepo(db)
     beats = Beats()
@@ -355,6 +359,7 @@ async def test_scoped_token_only_posts_for_its_receiver(client: Client, r: Relay
 
 async def test_store_that_cannot_write_answers_503_and_keeps_nothing(client: Client, r: Relay) -> None:
     """Disk full (the file cannot grow) answers 503 so Alertmanager retries; nothing is half-written."""
+    only_sqlite("max_page_count stands in for a full disk")
     await hook(client, real("firing_one"))  # let the file grow past its empty size first
     before = await stored(r)
     row = await r.db.fetchone("PRAGMA page_count")
@@ -368,15 +373,9 @@ async def test_store_that_cannot_write_answers_503_and_keeps_nothing(client: Cli
 
 async def test_locked_store_answers_503(client: Client, r: Relay, tmp_path: Path) -> None:
     """Another process holding the write lock past the busy timeout is a 503, not a 500."""
-    await r.db.conn.execute("PRAGMA busy_timeout = 50")
-    other = sqlite3.connect(tmp_path / "readybot.sqlite3")
-    try:
-        other.execute("BEGIN IMMEDIATE")
+    async with write_lock_held(r.db, tmp_path / "readybot.sqlite3"):
         status, _ = await hook(client, real("firing_one"))
         assert status == 503
-    finally:
-        other.rollback()
-        other.close()
     assert await stored(r) == (0, 0)
 
 
@@ -414,7 +413,7 @@ async def test_resolved_watchdog_is_no_heartbeat(r: Relay) -> None:
 async def test_without_a_deadmans_switch_watchdog_is_still_not_relayed(tmp_path: Path) -> None:
     """With no switch in the extensions, alertname=Watchdog is dropped, not posted."""
     clock = Clock()
-    db = await Database.open(tmp_path / "s.sqlite3", migrations=MIGRATIONS, clock=clock)
+    db = await open_store(tmp_path / "s.sqlite3", migrations=MIGRATIONS, clock=clock)
     try:
         settings = settings_with()
         relay = AlertRelay(
@@ -1119,20 +1118,14 @@ async def test_maintenance_on_a_locked_store_warns_without_a_stack_trace(
 ) -> None:
     """A locked store is an operational condition: maintenance logs one warning line and goes on."""
     monkeypatch.setattr(relay_module, "MAINTENANCE_INTERVAL_S", 0.01)
-    await r.db.conn.execute("PRAGMA busy_timeout = 50")
-    other = sqlite3.connect(tmp_path / "readybot.sqlite3")
     stop = asyncio.Event()
-    try:
-        other.execute("BEGIN IMMEDIATE")
+    async with write_lock_held(r.db, tmp_path / "readybot.sqlite3"):
         task = asyncio.create_task(r.relay.run_maintenance(stop))
         async with asyncio.timeout(10):
             while "maintenance failed" not in caplog.text:
                 await asyncio.sleep(0.01)
         stop.set()
         await task
-    finally:
-        other.rollback()
-        other.close()
     failures = [rec for rec in caplog.records if "maintenance failed" in rec.getMessage()]
     assert failures and all(rec.levelname == "WARNING" and rec.exc_info is None for rec in failures)
     assert "database is locked" in failures[0].getMessage()

@@ -28,6 +28,7 @@ from bot.store.audit import AuditRepo
 from bot.store.database import Database
 from bot.store.handled import HandledEvents
 from config.settings import PermissionsSettings
+from tests.stores import StoreBackend
 
 ROOM = "!alerts:example.org"
 ALICE = "@alice:example.org"
@@ -121,8 +122,8 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    db = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS, clock=lambda: T0)
+async def harness(tmp_path: Path, store_backend: StoreBackend) -> AsyncIterator[Harness]:
+    db = await store_backend.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS, clock=lambda: T0)
     fake = FakeAlertmanager()
     service = SilenceService(
         fake,

@@ -26,6 +26,9 @@ from tests.unit.approvals_env import (
 )
 from tests.unit.argo_fake import REV_A, REV_B, REV_C, Crash
 
+# The store on SQLite and on PostgreSQL (tests.stores).
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:

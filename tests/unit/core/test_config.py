@@ -416,6 +416,45 @@ def test_secret_values_lists_every_secret(tmp_path: Path) -> None:
     assert sorted(settings.secret_values()) == sorted([SECRET, TOKEN, "falco-token"])
 
 
+# --- store.url (PostgreSQL) ---------------------------------------------------
+
+
+def test_store_url_absent_means_the_sqlite_file(tmp_path: Path) -> None:
+    """Without store.url the store is the SQLite file at store.path, as it always was."""
+    settings = load_settings(write(tmp_path, MINIMAL), environ={"READYBOT_MATRIX__PASSWORD": SECRET})
+    assert settings.store.url is None
+    assert settings.store.path == Path("state/readybot.sqlite3")
+
+
+def test_store_url_from_a_secret_file_is_a_secret(tmp_path: Path) -> None:
+    """store__url from a mounted Secret is a SecretStr; its password is redacted from logs on its own."""
+    url = f"postgresql://readybot:{SECRET}@db.example.org:5432/readybot"
+    directory = secrets(tmp_path, {"matrix__password": "p", "store__url": url + "\n"})
+    settings = load_settings(write(tmp_path, MINIMAL), environ={}, secrets_dir=directory)
+    assert isinstance(settings.store.url, SecretStr)
+    assert settings.store.url.get_secret_value() == url
+    assert SECRET not in repr(settings)
+    assert {url, SECRET} <= set(settings.secret_values())
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        (f"mysql://readybot:{SECRET}@db:3306/readybot", "must be a postgresql:// URL"),
+        (f"postgresql://readybot:{SECRET}@db:port/readybot", "is not a URL"),
+        (f"postgresql://readybot:{SECRET}@/readybot", "names no host"),
+    ],
+)
+def test_bad_store_url_names_the_field_and_hides_the_value(tmp_path: Path, url: str, why: str) -> None:
+    """A store.url that is no PostgreSQL URL is a config error on store.url that never shows the URL."""
+    problems = problems_of(
+        write(tmp_path, MINIMAL), environ={"READYBOT_MATRIX__PASSWORD": "p", "READYBOT_STORE__URL": url}
+    )
+    assert len(problems) == 1
+    assert problems[0].startswith("store.url") and why in problems[0]
+    assert SECRET not in problems[0]
+
+
 # --- ha (two replicas) -----------------------------------------------------
 
 
@@ -447,12 +486,13 @@ def test_ha_durations_and_names_are_checked(tmp_path: Path, extra: dict[str, str
     assert any(problem in line for line in problems_of(write(tmp_path, MINIMAL), environ=environ))
 
 
-def test_ha_needs_the_kubernetes_connection(tmp_path: Path) -> None:
-    """ha.enabled without kubernetes.enabled is refused: the Lease is kept in the cluster."""
+def test_ha_needs_the_kubernetes_connection_and_a_shared_store(tmp_path: Path) -> None:
+    """ha.enabled is refused without kubernetes.enabled (the Lease) or store.url (one shared store)."""
     environ = {"READYBOT_MATRIX__PASSWORD": SECRET, "READYBOT_HA__ENABLED": "true"}
-    assert any(
-        "ha.enabled needs kubernetes.enabled" in line
-        for line in problems_of(write(tmp_path, MINIMAL), environ=environ)
-    )
+    problems = problems_of(write(tmp_path, MINIMAL), environ=environ)
+    assert any("ha.enabled needs kubernetes.enabled" in line for line in problems)
     environ["READYBOT_KUBERNETES__ENABLED"] = "true"
+    problems = problems_of(write(tmp_path, MINIMAL), environ=environ)
+    assert any("ha.enabled needs store.url" in line for line in problems)
+    environ["READYBOT_STORE__URL"] = "postgresql://readybot@db.example.org:5432/readybot"
     assert load_settings(write(tmp_path, MINIMAL), environ=environ).ha.enabled

@@ -24,6 +24,7 @@ from bot.schema import MIGRATIONS
 from bot.store.database import Database
 from bot.store.leadership import Fence, LeadershipLost
 from config.deadman import DeadmanSettings
+from tests.stores import StoreBackend
 
 ROOM = "!alerts:example.org"
 AM = "https://am.example.org"
@@ -80,9 +81,9 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+async def harness(tmp_path: Path, store_backend: StoreBackend) -> AsyncIterator[Harness]:
     clock = Clock()
-    db = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS, clock=clock)
+    db = await store_backend.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS, clock=clock)
     channel = RecordingChannel()
 
     def make(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +43,10 @@ from tests.samples import (
     WRITE_BELOW_BINARY_DIR,
     falco_bytes,
 )
+from tests.stores import open_store, write_lock_held
+
+# The store on SQLite and on PostgreSQL (tests.stores).
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 ROOM = "!security:example.org"
 ONCALL = "!oncall:example.org"
@@ -133,7 +136,7 @@ class Env:
 
 async def open_env(path: Path, clock: Clock | None = None, **overrides: Any) -> Env:
     clock = clock or Clock()
-    db = await Database.open(path / "readybot.sqlite3", migrations=MIGRATIONS, clock=clock)
+    db = await open_store(path / "readybot.sqlite3", migrations=MIGRATIONS, clock=clock)
     outbox = Outbox(db, clock=clock)
     registry = CollectorRegistry()
     relay = FalcoRelay(
@@ -674,16 +677,10 @@ async def test_locked_store_is_503_and_the_state_is_reloaded(tmp_path: Path) -> 
     env = await open_env(tmp_path)
     try:
         await env.relay.accept(event())
-        await env.db.conn.execute("PRAGMA busy_timeout = 50")
-        other = sqlite3.connect(tmp_path / "readybot.sqlite3")
-        try:
-            other.execute("BEGIN IMMEDIATE")
+        async with write_lock_held(env.db, tmp_path / "readybot.sqlite3"):
             with pytest.raises(Exception, match="locked") as caught:
                 await env.relay.accept(event())
             assert type(caught.value).__name__ == "StoreUnavailableError"
-        finally:
-            other.rollback()
-            other.close()
         assert await env.relay.accept(event()) == "aggregated"
         await env.relay.tick()
         [message] = await originals(env)
@@ -872,15 +869,9 @@ async def test_bad_requests_are_4xx_and_store_nothing(client: Client, env: Env) 
 
 async def test_locked_store_answers_503(client: Client, env: Env) -> None:
     """Another process holding the write lock past the busy timeout is a 503, not a 500."""
-    await env.db.conn.execute("PRAGMA busy_timeout = 50")
-    other = sqlite3.connect(env.path / "readybot.sqlite3")
-    try:
-        other.execute("BEGIN IMMEDIATE")
+    async with write_lock_held(env.db, env.path / "readybot.sqlite3"):
         status, _ = await hook(client, body())
         assert status == 503
-    finally:
-        other.rollback()
-        other.close()
     assert await stored(env) == (0, 0)
 
 

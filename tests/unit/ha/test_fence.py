@@ -1,4 +1,4 @@
-"""The fencing token in the store (bot.store.leadership) on a real SQLite file."""
+"""The fencing token in the store (bot.store.leadership), on SQLite and on a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.schema import MIGRATIONS
 from bot.store.database import Database
 from bot.store.leadership import Fence, LeadershipLost, fence_check
+from tests.stores import StoreBackend
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "state.sqlite3", migrations=MIGRATIONS, clock=lambda: 1000.0)
+async def db(tmp_path: Path, store_backend: StoreBackend) -> AsyncIterator[Database]:
+    database = await store_backend.open(tmp_path / "state.sqlite3", clock=lambda: 1000.0)
     yield database
     await database.close()
 
@@ -32,15 +32,19 @@ async def test_the_leader_passes_its_check(db: Database) -> None:
     assert await fence.stored() == ("readybot-0", 3)
 
 
-async def test_an_old_leader_is_fenced_once_a_newer_term_is_stored(db: Database) -> None:
-    """When another replica takes term 4, the holder of term 3 fails its check and is marked lost."""
-    old, new = Fence(db), Fence(db)
+async def test_an_old_leader_is_fenced_once_a_newer_term_is_stored(
+    db: Database, store_backend: StoreBackend, tmp_path: Path
+) -> None:
+    """When another replica (its own connection) takes term 4, the holder of term 3 fails its check."""
+    other = await store_backend.open(tmp_path / "state.sqlite3")
+    old, new = Fence(db), Fence(other)
     assert await old.take("readybot-0", 3)
     assert await new.take("readybot-1", 4)
     with pytest.raises(LeadershipLost):
         await old.check()
     assert old.lost.is_set()
     await new.check()
+    await other.close()
 
 
 async def test_a_stale_term_cannot_be_taken(db: Database) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sqlite3
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +30,10 @@ from bot.outbox.repo import OutboxRepo
 from bot.schema import MIGRATIONS
 from bot.store import Database
 from config.settings import OutboxSettings
+from tests.stores import open_store, other_connection_rows
+
+# The store on SQLite and on PostgreSQL (tests.stores).
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 ROOM_A = "!alerts:example.org"
 ROOM_B = "!ops:example.org"
@@ -146,7 +149,7 @@ async def make_harness(
     path: Path, hs: FakeHomeserver, settings: OutboxSettings = SETTINGS, initial_backoff_s: float = 0.005
 ) -> Harness:
     clock = FakeClock()
-    db = await Database.open(path, migrations=MIGRATIONS, clock=clock)
+    db = await open_store(path, migrations=MIGRATIONS, clock=clock)
     metrics = Metrics()
     sender = OutboxSender(db, hs, settings, metrics, initial_backoff_s=initial_backoff_s)
     outbox = Outbox(db, on_enqueued=sender.wake, max_in_flight_per_room=settings.max_in_flight_per_room)
@@ -184,12 +187,10 @@ async def running(sender: OutboxSender) -> AsyncIterator[None]:
         await asyncio.wait_for(task, timeout=1.0)
 
 
-def raw_row(path: Path, outbox_id: int) -> sqlite3.Row | None:
+def raw_row(path: Path, outbox_id: int) -> dict[str, Any] | None:
     """A row read by a separate plain connection, as another process would see it."""
-    with sqlite3.connect(path) as raw:
-        raw.row_factory = sqlite3.Row
-        row: sqlite3.Row | None = raw.execute("SELECT * FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
-        return row
+    rows = other_connection_rows(path, "SELECT * FROM outbox WHERE id = ?", (outbox_id,))
+    return rows[0] if rows else None
 
 
 # --- enqueueing ---------------------------------------------------------------

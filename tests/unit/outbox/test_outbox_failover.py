@@ -21,6 +21,9 @@ from tests.unit.outbox.test_outbox import (
     text,
 )
 
+# The store on SQLite and on PostgreSQL (tests.stores).
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.outbox import Outbox, OutboxId
 from bot.outbox.repo import OutboxRepo
 from bot.schema import MIGRATIONS
-from bot.store.database import Database
+from tests.stores import open_store
+
+# The store on SQLite and on PostgreSQL (tests.stores).
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 # An epoch time with more significant digits than SQLite's JSON keeps (15).
 SENT_AT = 1_764_100_000.123456789
@@ -15,7 +20,7 @@ SENT_AT = 1_764_100_000.123456789
 
 async def test_a_send_at_exactly_since_is_not_returned_again(tmp_path: Path) -> None:
     """send_load(since=t) never returns the send made at t, however many digits t has."""
-    db = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS, clock=lambda: SENT_AT - 1)
+    db = await open_store(tmp_path / "store.sqlite3", migrations=MIGRATIONS, clock=lambda: SENT_AT - 1)
     try:
         outbox = Outbox(db)
         first = await outbox.send_message("!room:example.org", {"msgtype": "m.notice", "body": "a"})
@@ -30,7 +35,7 @@ async def test_a_send_at_exactly_since_is_not_returned_again(tmp_path: Path) -> 
 
 async def test_pending_rows_are_counted(tmp_path: Path) -> None:
     """send_load counts the rows still waiting to be sent."""
-    db = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
+    db = await open_store(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
     try:
         outbox = Outbox(db)
         for body in ("a", "b"):

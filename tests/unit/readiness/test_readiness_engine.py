@@ -17,6 +17,7 @@ from bot.readiness.store import ReadinessRepo
 from bot.schema import MIGRATIONS
 from bot.store.database import Database
 from config.readiness import ReadinessSettings
+from tests.stores import StoreBackend
 from tests.unit.readiness_env import shipped_plan
 
 
@@ -137,8 +138,8 @@ def test_kleene_combinations_of_probe_results() -> None:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
+async def db(tmp_path: Path, store_backend: StoreBackend) -> AsyncIterator[Database]:
+    database = await store_backend.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
     yield database
     await database.close()
 

@@ -28,6 +28,7 @@ from bot.store.audit import AuditRepo
 from bot.store.database import Database
 from bot.store.kv import KeyValueRepo
 from config.settings import Settings
+from tests.stores import StoreBackend
 
 ROOM = "!digest:example.org"
 
@@ -46,8 +47,8 @@ def settings(**readiness: Any) -> Settings:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
+async def db(tmp_path: Path, store_backend: StoreBackend) -> AsyncIterator[Database]:
+    database = await store_backend.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
     yield database
     await database.close()
 

@@ -21,6 +21,7 @@ from bot.outbox import (
 from bot.schema import MIGRATIONS
 from bot.store.database import Database
 from config.settings import OutboxSettings
+from tests.stores import StoreBackend
 
 ROOM = "!charts:example.org"
 PNG = b"\x89PNG\r\n\x1a\n" + b"chart" * 100
@@ -71,8 +72,8 @@ class EventsOnly:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
+async def db(tmp_path: Path, store_backend: StoreBackend) -> AsyncIterator[Database]:
+    database = await store_backend.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
     yield database
     await database.close()
 

@@ -26,6 +26,7 @@ from bot.store.database import Database
 from config.deadman import DeadmanSettings
 from config.readiness_plan import Plan, Probe
 from tests.kube.handle import KubeHandle
+from tests.stores import StoreBackend
 from tests.unit.readiness_env import (
     DAY_S,
     application,
@@ -466,8 +467,8 @@ async def test_one_run_lists_the_namespaces_once_for_all_coverage_probes(kube_ap
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
+async def db(tmp_path: Path, store_backend: StoreBackend) -> AsyncIterator[Database]:
+    database = await store_backend.open(tmp_path / "store.sqlite3", migrations=MIGRATIONS)
     yield database
     await database.close()
 

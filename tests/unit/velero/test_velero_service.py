@@ -39,6 +39,7 @@ from config.settings import Settings
 from config.velero import VeleroSettings
 from tests.kube import velero_objects as v
 from tests.kube.handle import KubeHandle
+from tests.stores import StoreBackend, open_store
 
 ROOM = "!velero:example.org"
 RBAC_FILE = Path(__file__).resolve().parents[3] / "deploy" / "base" / "rbac-velero.yaml"
@@ -86,13 +87,15 @@ async def until(condition: Callable[[], Any], what: str, timeout_s: float = WAIT
 
 
 @pytest.fixture
-async def relays(kube_api: KubeHandle, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+async def relays(
+    kube_api: KubeHandle, tmp_path: Path, store_backend: StoreBackend
+) -> AsyncIterator[Callable[..., Any]]:
     """``await start(**settings)``: a relay on one store file; start again after ``close`` to restart."""
     started: list[Relay] = []
     kube_api.require_server()
 
     async def start(**overrides: Any) -> Relay:
-        db = await Database.open(tmp_path / "readybot.sqlite3", migrations=MIGRATIONS)
+        db = await store_backend.open(tmp_path / "readybot.sqlite3", migrations=MIGRATIONS)
         values: dict[str, Any] = {
             "enabled": True,
             "namespace": kube_api.namespace,
@@ -492,7 +495,7 @@ async def test_the_feature_needs_kubernetes_and_adds_watches_and_jobs(
     kube_api: KubeHandle, tmp_path: Path
 ) -> None:
     """Without kubernetes.enabled it refuses to start; with it: 4 watches, the check (and digest) job."""
-    db = await Database.open(tmp_path / "readybot.sqlite3", migrations=MIGRATIONS)
+    db = await open_store(tmp_path / "readybot.sqlite3", migrations=MIGRATIONS)
     try:
         with pytest.raises(ConfigError) as refused:
             await velero_feature(feature_context(velero_settings(kubernetes=False), Extensions(), db))
