@@ -82,7 +82,7 @@ class SendBudget(Section):
     # A storm's digest then goes out within seconds, also with a budget
     # raised past what the homeserver and the network carry. A lone group
     # is judged by max_delay_s alone.
-    fold_after_s: float = Field(default=3.0, ge=0.5, le=600)
+    fold_after_s: float = Field(default=1.0, ge=0.5, le=600)
 
 
 class AlertmanagerSettings(Section):

@@ -151,6 +151,8 @@ class _Batch:
     next_temp_id: int = -1
     folded: int = 0
     posted: int = 0
+    # When a group last folded (see storming's ``underway``).
+    last_fold_at: float = float("-inf")
 
     def queued(self) -> None:
         """One more event queued in this batch (already counted if ``ahead`` is read later)."""
@@ -189,6 +191,9 @@ class AlertRelay:
         self._open_digests: dict[str, int] = {}
         self._entries: dict[str, DigestEntry] = {}
         self._digest_edited_at: dict[int, float] = {}
+        # When a group last folded into a digest: a storm is underway while
+        # that is less than fold_after_s ago.
+        self._last_fold_at = float("-inf")
         # Digests whose latest change is not queued yet (see DIGEST_EDIT_INTERVAL_S).
         self._deferred: set[int] = set()
         # Batches and maintenance take turns on the in-memory state.
@@ -257,7 +262,7 @@ class AlertRelay:
     async def _commit(self, batch: list[_Intake], dirty: set[int] | None = None) -> None:
         now = self._clock()
         async with self._db.transaction() as tx:
-            work = _Batch(now=now)
+            work = _Batch(now=now, last_fold_at=self._last_fold_at)
             work.dirty_digests.update(dirty or ())
             for job in batch:
                 if job.beat_source is not None:
@@ -285,6 +290,7 @@ class AlertRelay:
         self._digest_edited_at.update(work.edited)
         self._deferred.difference_update(work.dirty_digests)
         self._deferred.update(work.deferred)
+        self._last_fold_at = work.last_fold_at
         if work.posted:
             self._metrics.groups_posted.labels(how="message").inc(work.posted)
         if work.folded:
@@ -327,14 +333,27 @@ class AlertRelay:
                 await self._update_message(work, state, change, post, tx)
         work.groups[state.group_key] = state
 
+    def _storming(self, work: _Batch, ahead: int) -> bool:
+        budget = self._settings.send_budget
+        underway = work.now - work.last_fold_at < budget.fold_after_s
+        return storming(
+            self._budget,
+            ahead,
+            work.now,
+            budget.max_delay_s,
+            self._throughput,
+            budget.fold_after_s,
+            underway=underway,
+        )
+
     async def _first_post(
         self, work: _Batch, state: GroupState, room_id: str, tx: aiosqlite.Connection
     ) -> Post:
-        budget = self._settings.send_budget
         ahead = await self._ahead(work, tx)
-        if storming(self._budget, ahead, work.now, budget.max_delay_s, self._throughput, budget.fold_after_s):
+        if self._storming(work, ahead):
             digest = self._digest_for(work, room_id, state)
             work.folded += 1
+            work.last_fold_at = work.now
             return Post(room_id, None, None, digest.id, work.now)
         mention = state.status == "firing" and self._renderer.should_mention(state)
         message = self._renderer.group(state, mention=mention, now=work.now)
@@ -367,8 +386,7 @@ class AlertRelay:
         if not self._settings.thread_updates or not (change.new or change.resolved or change.group_resolved):
             return
         ahead = await self._ahead(work, tx)
-        budget = self._settings.send_budget
-        if storming(self._budget, ahead, work.now, budget.max_delay_s, self._throughput, budget.fold_after_s):
+        if self._storming(work, ahead):
             return  # the edit shows the change; a thread line would cost budget a storm needs
         line = mentioning_content(self._renderer.thread_line(state, change), room=False)
         await self._outbox.send_message(post.room_id, line, thread_root=stored_ref(post.message), tx=tx)
