@@ -153,6 +153,9 @@ class _Batch:
     posted: int = 0
     # When a group last folded (see storming's ``underway``).
     last_fold_at: float = float("-inf")
+    # New groups of this batch whose first post is not decided yet: each of
+    # them would queue a message too, so a fold decision counts them as ahead.
+    arriving: set[str] = field(default_factory=set)
 
     def queued(self) -> None:
         """One more event queued in this batch (already counted if ``ahead`` is read later)."""
@@ -264,6 +267,11 @@ class AlertRelay:
         async with self._db.transaction() as tx:
             work = _Batch(now=now, last_fold_at=self._last_fold_at)
             work.dirty_digests.update(dirty or ())
+            work.arriving = {
+                job.note.group_key
+                for job in batch
+                if job.note is not None and not getattr(self._groups.get(job.note.group_key), "posts", ())
+            }
             for job in batch:
                 if job.beat_source is not None:
                     await self._heartbeats.heartbeat(job.beat_source, tx=tx)
@@ -297,13 +305,19 @@ class AlertRelay:
             self._metrics.groups_posted.labels(how="digest").inc(work.folded)
 
     async def _ahead(self, work: _Batch, tx: aiosqlite.Connection) -> int:
-        """Events queued before the next one; read once per batch, when a decision needs it."""
+        """Events queued before the next one, and the new groups arriving with it.
+
+        The queue is read once per batch, when a decision needs it. The
+        batch's other new groups count too: a storm's groups arrive many to a
+        batch, and the first of them should fold like the rest rather than
+        each queue a message ahead of the digest.
+        """
         if work.ahead is None:
             # Inside our own transaction: what the sender recorded so far.
             load = await self._outbox.send_load(self._budget.last_seen, _MAX_SEND_TIMES, tx=tx)
             self._throughput.observe(self._budget.observe_sent(load.sent_at))
             work.ahead = load.pending
-        return work.ahead
+        return work.ahead + len(work.arriving)
 
     # -- one notification ---------------------------------------------------------
 
@@ -311,6 +325,7 @@ class AlertRelay:
         return work.groups.get(key) or self._groups.get(key)
 
     async def _apply(self, work: _Batch, note: Notification, tx: aiosqlite.Connection) -> None:
+        work.arriving.discard(note.group_key)  # decided now, no longer "arriving with it"
         previous = self._group(work, note.group_key)
         state, change = merge(previous, note, work.now)
         if previous is not None and not change.changed and previous.posts:
