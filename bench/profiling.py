@@ -12,6 +12,7 @@ high-water mark and prints memray's own summary.
 
 from __future__ import annotations
 
+import linecache
 import re
 import signal
 import subprocess
@@ -41,6 +42,7 @@ class CpuProfile:
                 "--format",
                 "raw",
                 "--threads",
+                "--full-filenames",
                 "--output",
                 str(output),
             ],
@@ -61,7 +63,27 @@ class CpuProfile:
         return summarize_stacks(self.output.read_text())
 
 
-_THREAD = re.compile(r"^(?:process \d+:\"[^\"]*\";)?thread \((0x[0-9A-Fa-f]+|\d+)\)(?: \"([^\"]*)\")?")
+_FRAME = re.compile(r"^(?P<function>.*) \((?P<path>.*):(?P<line>\d+)\)$")
+# A thread parked on one of these (a queue, the selector, a lock) is waiting,
+# not working, even if py-spy could not tell (its idle test misses some).
+_WAITING = re.compile(r"\.get\(|\.select\(|\.wait\(|\.acquire\(|\.poll\(")
+
+
+def _waiting(leaf: str) -> bool:
+    frame = _FRAME.match(leaf)
+    if frame is None:
+        return False
+    return _WAITING.search(linecache.getline(frame["path"], int(frame["line"]))) is not None
+
+
+def _short(leaf: str) -> str:
+    """``function (package/module.py)``: the frame without line number and site-packages prefix."""
+    frame = _FRAME.match(leaf)
+    if frame is None:
+        return leaf
+    path = re.sub(r"^.*/(site-packages|python3\.\d+)/", "", frame["path"])
+    path = re.sub(r"^.*/(bot|commands|config)/", r"\1/", path)
+    return f"{frame['function']} ({path})"
 
 
 def _thread_role(stack: str) -> str:
@@ -79,19 +101,22 @@ def summarize_stacks(raw: str, top: int = 12) -> str:
     """Thread shares and the functions holding most samples (self time) in py-spy's raw output."""
     per_thread: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
-    total = 0
+    total = waiting = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
         total += count
+        leaf = stack.split(";")[-1]
+        if _waiting(leaf):
+            waiting += count
+            continue
         per_thread[_thread_role(stack)] += count
-        frames = stack.split(";")
-        self_time[re.sub(r":\d+\)$", ")", frames[-1])] += count
+        self_time[_short(leaf)] += count
     if not total:
         return "no samples"
-    lines = [f"{total} samples"]
+    lines = [f"{total} samples; {waiting / total:.1%} of them waiting (queue, selector, lock)"]
     lines += [f"  {n / total:6.1%}  {role}" for role, n in per_thread.most_common()]
     lines.append("  where (self):")
     lines += [f"  {n / total:6.1%}  {frame}" for frame, n in self_time.most_common(top)]
