@@ -350,19 +350,19 @@ def storming(
     when this answer turns to yes the digest still goes out in time.
 
     ``underway``: a group folded moments ago (the relay says when). Then any
-    group folds while ``STORM_MIN_AHEAD`` events are queued, whatever the
-    waits: the digest absorbs a storm's groups at no cost in events, while
-    each own message let in would queue ahead of the digest's next event and
-    delay every group after it. Without this, the measured rate, high once
-    the digest absorbs the groups, lets own messages in again until the queue
-    is long enough to fold, over and over.
+    group folds while anything is queued, whatever the waits: the digest
+    absorbs a storm's groups at no cost in events, while each own message
+    let in would queue ahead of the digest's next event and delay every
+    group after it. Without this, the measured rate, high once the digest
+    absorbs the groups, lets own messages in again until the queue is long
+    enough to fold, over and over. With nothing queued the storm is over.
     """
     budget_wait = budget.delay(ahead + DIGEST_RESERVE, now)
     if budget_wait > max_delay_s:
         return True
+    if underway and ahead > 0:
+        return True
     if ahead < STORM_MIN_AHEAD:
         return False
-    if underway:
-        return True
     measured = 0.0 if throughput is None else throughput.wait(ahead + DIGEST_RESERVE, now)
     return max(budget_wait, measured) > fold_after_s

@@ -441,6 +441,9 @@ class AlertRelay:
             work.next_temp_id -= 1
             work.digests[digest.id] = digest
             work.open_digests[room_id] = digest.id
+            # Its message is queued when the batch flushes: counted now, for
+            # the decisions about the batch's later groups.
+            work.queued()
         digest.members.append(state.group_key)
         digest.used_bytes += entry.cost
         work.dirty_digests.add(digest.id)
@@ -472,7 +475,6 @@ class AlertRelay:
                 work.queued()
                 continue
             outbox_id = await self._outbox.send_message(digest.room_id, content, tx=tx)
-            work.queued()
             real_id = await self._repo.insert_digest(tx, digest.room_id, outbox_id, work.now)
             self._renumber(work, digest, real_id, outbox_id)
 
