@@ -12,7 +12,7 @@ relative order is not promised: the outbox sends several messages of a room
 at once (``outbox.max_in_flight_per_room``), so one group's message may
 overtake another's; the test records how many did (``out_of_order``).
 
-**Send budget: the defaults** (burst 10, 12/min, fold after 20 s), as a
+**Send budget: the defaults** (burst 10, 12/min, a storm folds past 1 s), as a
 production homeserver needs them. The test Synapse has open rate limits,
 so letting each group have its own message would also work, but it would
 test a configuration nobody should run against a real homeserver, and it
