@@ -1,4 +1,9 @@
 """A 60 s homeserver outage with a crash in the middle: 1,000 alert groups, none lost, none twice.
+The order that holds: every edit (and reply, reaction, thread line) after the
+event it relates to; groups' own messages and digests may overtake one
+another, as several of a room's sends are in flight at once
+(``outbox.max_in_flight_per_room``, default 4; set 1 for strict per-room
+order).
 
 The bot runs as its own process with the Alertmanager relay routing groups
 by a ``shard`` label to two encrypted rooms. With Synapse stopped, 1,000
