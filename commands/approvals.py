@@ -16,7 +16,7 @@ _WHAT = "Approval gating (approvals.apps)"
 
 def _service(ctx: CommandContext) -> ApprovalService:
     # Imported when the command runs, not when commands are registered: a bot
-    # without this feature never loads it (its RSS; see docs/operations.md).
+    # without this feature never loads it (its RSS; see bench/README.md).
     from bot.approvals.service import ApprovalService
 
     return ctx.services.extensions.get(ApprovalService, what=_WHAT)

@@ -23,7 +23,7 @@ async def restore_drill(ctx: CommandContext, target: str | None = None) -> None:
     thread and deletes the scratch namespaces. One drill at a time.
     """
     # Imported when the command runs, not when commands are registered: a bot
-    # without this feature never loads it (its RSS; see docs/operations.md).
+    # without this feature never loads it (its RSS; see bench/README.md).
     from bot.drills.service import DrillService
 
     # The prompt is the reply; it is queued with the request, atomically.

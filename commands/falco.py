@@ -20,7 +20,7 @@ _MAX_RULE_CHARS = 1_024
 
 def _relay(ctx: CommandContext) -> FalcoRelay:
     # Imported when the command runs, not when commands are registered: a bot
-    # without this feature never loads it (its RSS; see docs/operations.md).
+    # without this feature never loads it (its RSS; see bench/README.md).
     from bot.falco.relay import FalcoRelay
 
     return ctx.services.extensions.get(FalcoRelay, what=_WHAT)

@@ -17,7 +17,7 @@ TREND_FILENAME = "readiness-trend.png"
 
 def _service(ctx: CommandContext) -> ReadinessService:
     # Imported when the command runs, not when commands are registered: a bot
-    # without this feature never loads it (its RSS; see docs/operations.md).
+    # without this feature never loads it (its RSS; see bench/README.md).
     from bot.readiness.service import ReadinessService
 
     return ctx.services.extensions.get(ReadinessService, what=_WHAT)

@@ -24,7 +24,7 @@ async def backups(ctx: CommandContext, schedule: str | None = None) -> Message:
     and shows what was last seen.
     """
     # Imported when the command runs, not when commands are registered: a bot
-    # without this feature never loads it (its RSS; see docs/operations.md).
+    # without this feature never loads it (its RSS; see bench/README.md).
     from bot.velero import render
     from bot.velero.service import VeleroService
 
