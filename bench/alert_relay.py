@@ -22,9 +22,13 @@ E2EE client watches the encrypted room. In one run:
    warm-up group (the bot's first message in a room sets up encryption) and
    a pause that refills the homeserver's bucket.
 
-For each burst: last and median time until a group is visible, the bot
-process's CPU seconds during the burst and its RSS (idle before, peak
-after). One table at the end.
+For each burst: last and median time until a group is visible (and the
+median after its own webhook answer), when the last webhook was answered,
+the bot process's CPU seconds during the burst and its RSS (idle before,
+peak after). One table at the end. The bot runs from compiled bytecode, as
+in the image. ``--py-spy DIR`` and ``--memray DIR`` profile the bot
+(bench/profiling.py, bench/README.md); ``--timeline`` prints each burst's
+progress every 0.25 s.
 
     uv run python bench/alert_relay.py [--latency 100] [--burst 1000] [--raised 1000] [--limited 100]
     uv run python bench/alert_relay.py --quick   # smaller sizes, under 2 minutes
