@@ -22,7 +22,7 @@ def _import_peewee_without_psycopg() -> None:
         return
     sys.modules["psycopg"] = None  # type: ignore[assignment]  # makes `import psycopg` raise ImportError
     try:
-        import peewee  # noqa: F401
+        import peewee  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:  # nio without its e2e extra has no peewee: nothing to do
         pass
     finally:
