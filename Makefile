@@ -3,7 +3,7 @@
 export UV_PYTHON_DOWNLOADS := never
 UV ?= uv
 
-.PHONY: install test-deps element-deps demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco bench-store bench-failover reliability check clean deploy-check image
+.PHONY: install test-deps element-deps demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco bench-store bench-failover profile-alerts memory-alerts reliability check clean deploy-check image
 
 install:  ## the bot, the dev tools and the demo extra (Synapse) into .venv
 	$(UV) sync --locked --all-extras
@@ -50,17 +50,26 @@ bench: install  ## !ping round trip vs a bare nio echo client, and the bot's mem
 bench-alerts: install  ## answer, time to visible, bursts under open, raised and default limits (BENCH_ARGS=--quick: ~90 s)
 	$(UV) run python bench/alert_relay.py $(BENCH_ARGS)
 
+# Where the profiles go (bench/README.md says how to read them).
+PROFILE_DIR ?= bench/out
+
+profile-alerts: install  ## py-spy on the bot during the raised-limits 1,000-group burst: $(PROFILE_DIR)/raised.txt + summary
+	$(UV) run python bench/alert_relay.py --latency 0 --burst 0 --limited 0 --raised 1000 --py-spy $(PROFILE_DIR) $(BENCH_ARGS)
+
+memory-alerts: install  ## memray on the bot through the same burst: $(PROFILE_DIR)/raised.bin, .html + summary
+	$(UV) run python bench/alert_relay.py --latency 0 --burst 0 --limited 0 --raised 1000 --memray $(PROFILE_DIR) $(BENCH_ARGS)
+
 bench-falco: install  ## 10,000 Falco events in 60 s under the homeserver's default limits
 	$(UV) run python bench/falco_storm.py
 
 bench-store: install  ## the same store calls on SQLite and on PostgreSQL (p50/p99, ratio)
 	$(UV) run python bench/store_backends.py
 
-bench-failover: install  ## two replicas: SIGKILL the leader, time until the standby leads (p50/p99 over 20 kills, ~7 min)
+bench-failover: install  ## two replicas: SIGKILL the leader, time until the standby leads (p50/p99 over 20 kills, ~13 min)
 	$(UV) run python bench/failover.py $(BENCH_ARGS)
 
-reliability: install  ## docs/reliability.md: fault, attack and fuzz suites + 100,000 fuzz cases per target
-	$(UV) run python bench/reliability.py
+reliability: install  ## docs/reliability.md: fault, attack and fuzz suites + 100,000 fuzz cases per target (RELIABILITY_ARGS="--fuzz-cases 2000": shorter)
+	$(UV) run python bench/reliability.py $(RELIABILITY_ARGS)
 
 check: lint test
 

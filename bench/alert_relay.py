@@ -22,9 +22,13 @@ E2EE client watches the encrypted room. In one run:
    warm-up group (the bot's first message in a room sets up encryption) and
    a pause that refills the homeserver's bucket.
 
-For each burst: last and median time until a group is visible, the bot
-process's CPU seconds during the burst and its RSS (idle before, peak
-after). One table at the end.
+For each burst: last and median time until a group is visible (and the
+median after its own webhook answer), when the last webhook was answered,
+the bot process's CPU seconds during the burst and its RSS (idle before,
+peak after). One table at the end. The bot runs from compiled bytecode, as
+in the image. ``--py-spy DIR`` and ``--memray DIR`` profile the bot
+(bench/profiling.py, bench/README.md); ``--timeline`` prints each burst's
+progress every 0.25 s.
 
     uv run python bench/alert_relay.py [--latency 100] [--burst 1000] [--raised 1000] [--limited 100]
     uv run python bench/alert_relay.py --quick   # smaller sizes, under 2 minutes
@@ -38,6 +42,7 @@ import json
 import os
 import random
 import re
+import site
 import subprocess
 import sys
 import tempfile
@@ -54,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import cpu_seconds, peak_rss_mib, percentile, rss_mib, wait_ready  # noqa: E402
+from bench.profiling import CpuProfile, memray_argv, memray_report  # noqa: E402
 from bot.demo.synapse import SynapseServer, free_port  # noqa: E402
 from tests.integration.people import Person, register_account  # noqa: E402
 
@@ -62,6 +68,10 @@ MARK = re.compile(r"bench-(\d+)-(\d{6})")
 VISIBLE_TIMEOUT_S = 180.0
 ROUND_PAUSE_S = 0.1
 MESSAGE_LIMIT = 65_536
+# --timeline: print each burst's progress every 0.25 s.
+TIMELINE = False
+# --bot-log: the bot's log level (its log goes to this process's stderr).
+BOT_LOG_LEVEL = "WARNING"
 
 
 def group_payload(run: int, index: int, alerts: int) -> dict[str, Any]:
@@ -167,24 +177,32 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes) -> float:
     return (time.perf_counter() - began) * 1000
 
 
-async def post_all(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], float]:
-    """Post every body, ``concurrency`` at a time; (answer times in ms, wall-clock start)."""
+async def post_all(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], float, list[float]]:
+    """Post every body, ``concurrency`` at a time.
+
+    (answer times in ms, wall-clock start, each body's answer in seconds after the start).
+    """
     times: list[float] = []
-    queue = list(bodies)
+    answered = [0.0] * len(bodies)
+    queue = list(enumerate(bodies))
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         began = time.time()
 
         async def worker() -> None:
             while queue:
-                times.append(await post(session, url, queue.pop(0)))
+                index, body = queue.pop(0)
+                times.append(await post(session, url, body))
+                answered[index] = time.time() - began
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return times, began
+    return times, began, answered
 
 
-def burst_in_process(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], float]:
-    """``post_all`` in a process of its own; (answer times, perf_counter when the burst began).
+def burst_in_process(
+    url: str, bodies: list[bytes], concurrency: int
+) -> tuple[list[float], float, list[float]]:
+    """``post_all`` in a process of its own; (answer times, perf_counter when the burst began, answered).
 
     Its own process: the answer times must measure the bot, not this
     process's client decrypting events (or the GIL it would share with it).
@@ -195,18 +213,28 @@ def burst_in_process(url: str, bodies: list[bytes], concurrency: int) -> tuple[l
     )
     result = json.loads(done.stdout)
     began = time.perf_counter() - (time.time() - result["began"])
-    return result["times"], began
+    return result["times"], began, result["answered"]
 
 
 def post_worker() -> None:
     """The child side of ``burst_in_process``: a request on stdin, the result on stdout."""
     request = json.loads(sys.stdin.read())
     bodies = [b.encode() for b in request["bodies"]]
-    times, began = asyncio.run(post_all(request["url"], bodies, request["concurrency"]))
-    json.dump({"times": times, "began": began}, sys.stdout)
+    times, began, answered = asyncio.run(post_all(request["url"], bodies, request["concurrency"]))
+    json.dump({"times": times, "began": began, "answered": answered}, sys.stdout)
 
 
 # -- one homeserver ------------------------------------------------------------------
+
+
+@dataclass
+class Profiling:
+    """Where to write profiles of the bot (None: not profiled)."""
+
+    # py-spy attached during each burst: DIR/<phase>.txt (collapsed stacks).
+    cpu_dir: Path | None = None
+    # The bot run under memray: DIR/<phase>.bin, its flame graph DIR/<phase>.html.
+    memory_dir: Path | None = None
 
 
 @dataclass
@@ -218,6 +246,8 @@ class Setup:
     bot_user: str
     url: str
     bot: subprocess.Popen[bytes]
+    name: str = ""
+    profiling: Profiling = field(default_factory=Profiling)
 
 
 # A send budget no homeserver limit lifted by override_ratelimit would contradict.
@@ -236,7 +266,25 @@ async def lift_rate_limit(synapse: SynapseServer, admin: Person, user_id: str) -
             raise RuntimeError(f"override_ratelimit answered {response.status}: {await response.text()}")
 
 
-async def set_up(work: Path, *, open_limits: bool, raised: bool = False) -> Setup:
+def compile_bytecode() -> None:
+    """Compile the bot and its dependencies to bytecode once, as the image does (UV_COMPILE_BYTECODE=1).
+
+    Without it, a checkout run with PYTHONDONTWRITEBYTECODE compiles some 800
+    modules from source at every start, which costs the bot ~7 MiB of RSS
+    that a deployed bot never has.
+    """
+    targets = [ROOT / "bot", ROOT / "commands", ROOT / "config", *map(Path, site.getsitepackages())]
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j", "0", *map(str, filter(Path.is_dir, targets))],
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+async def set_up(
+    work: Path, *, open_limits: bool, raised: bool = False, profiling: Profiling | None = None
+) -> Setup:
+    profiling = profiling or Profiling()
     synapse = SynapseServer(work / "synapse", open_rate_limits=open_limits)
     synapse.start()
     person_account = register_account(synapse, "person", admin=raised)
@@ -256,7 +304,7 @@ async def set_up(work: Path, *, open_limits: bool, raised: bool = False) -> Setu
         f"matrix:\n  homeserver: {synapse.base_url}\n  user_id: '{bot_account.user_id}'\n"
         f"  store_dir: {work / 'bot' / 'crypto'}\n  rooms: ['{room}']\n"
         f"http:\n  host: 127.0.0.1\n  port: {port}\n"
-        f"store:\n  path: {work / 'bot' / 'readybot.sqlite3'}\nlogging:\n  level: WARNING\n"
+        f"store:\n  path: {work / 'bot' / 'readybot.sqlite3'}\nlogging:\n  level: {BOT_LOG_LEVEL}\n"
         f"alertmanager:\n  enabled: true\n  default_rooms: ['{room}']\n" + (RAISED_BUDGET if raised else "")
     )
     env = {
@@ -264,12 +312,24 @@ async def set_up(work: Path, *, open_limits: bool, raised: bool = False) -> Setu
         "READYBOT_MATRIX__PASSWORD": bot_account.password,
         "READYBOT_HTTP__HOOK_TOKENS__ALERTMANAGER": TOKEN,
     }
-    bot = subprocess.Popen([sys.executable, "-m", "bot", "run", "-c", str(config)], env=env, cwd=ROOT)
+    command = [sys.executable, "-m", "bot", "run", "-c", str(config)]
+    if profiling.memory_dir is not None:
+        # memray runs the module in its own process: the pid is still the bot's.
+        command = [*memray_argv(profiling.memory_dir / f"{work.name}.bin"), *command[1:]]
+    bot = subprocess.Popen(command, env=env, cwd=ROOT)
     await asyncio.to_thread(wait_ready, port)
     await person.wait_joined(room, bot_account.user_id, timeout=60)
     await bare.wait_joined(room, person_account.user_id, timeout=60)
     return Setup(
-        synapse, person, bare, room, bot_account.user_id, f"http://127.0.0.1:{port}/hooks/alertmanager", bot
+        synapse,
+        person,
+        bare,
+        room,
+        bot_account.user_id,
+        f"http://127.0.0.1:{port}/hooks/alertmanager",
+        bot,
+        work.name,
+        profiling,
     )
 
 
@@ -282,6 +342,9 @@ async def tear_down(setup: Setup) -> None:
     except subprocess.TimeoutExpired:
         setup.bot.kill()
     setup.synapse.stop()
+    if setup.profiling.memory_dir is not None:
+        print(f"memray, bot of the {setup.name!r} phase:")
+        print(memray_report(setup.profiling.memory_dir / f"{setup.name}.bin"))
 
 
 async def bare_send(bare: Person, room: str, body: str) -> None:
@@ -350,6 +413,12 @@ class BurstResult:
     cpu_s: float = float("nan")
     rss_idle_mib: float = float("nan")
     rss_peak_mib: float = float("nan")
+    # When the last webhook was answered, and the median of each group's
+    # time from its own 200 to visible (what the bot adds to the burst).
+    all_answered_s: float = float("nan")
+    median_after_answer_s: float | None = None
+    # Seconds after the start -> (groups answered, groups visible, bot events seen) by then.
+    timeline: list[tuple[float, int, int, int]] = field(default_factory=list)
 
 
 async def warm_up(setup: Setup, run: int, refill_s: float) -> None:
@@ -370,17 +439,23 @@ async def burst(setup: Setup, groups: int, run: int, concurrency: int = 20) -> B
     rng = random.Random(run)
     bodies = [json.dumps(group_payload(run, i, rng.randint(1, 3))).encode() for i in range(groups)]
     seen = Visibility(run, _position=len(setup.person.received))  # only what comes from now on
+    samples: list[tuple[float, int, int]] = []
     pid = setup.bot.pid
     rss_idle, cpu_before, rss_peak = rss_mib(pid), cpu_seconds(pid), 0.0
+    cpu_dir = setup.profiling.cpu_dir
+    spy = None if cpu_dir is None else CpuProfile(pid, cpu_dir / f"{setup.name}.txt")
     posting = asyncio.create_task(asyncio.to_thread(burst_in_process, setup.url, bodies, concurrency))
     deadline = time.perf_counter() + VISIBLE_TIMEOUT_S
     # Scan while posting too: a group's visibility time is when it was seen.
     while (not posting.done() or len(seen.visible()) < groups) and time.perf_counter() < deadline:
         await asyncio.sleep(0.01)
         seen.scan(setup.person, setup.room, setup.bot_user)
+        samples.append((time.perf_counter(), len(seen.first_seen), seen.events))
         rss_peak = max(rss_peak, rss_mib(pid))
     cpu = cpu_seconds(pid) - cpu_before
-    answers, began = await posting
+    if spy is not None:
+        print(f"py-spy, bot during the {setup.name!r} burst ({spy.output}):\n{spy.stop()}")
+    answers, began, answered = await posting
     # A little longer: a group shown twice would show up now.
     await asyncio.sleep(2)
     seen.scan(setup.person, setup.room, setup.bot_user)
@@ -388,6 +463,14 @@ async def burst(setup: Setup, groups: int, run: int, concurrency: int = 20) -> B
     last = max(seen.first_seen[i] for i in visible) - began if len(visible) == groups else None
     times = [seen.first_seen[i] - began for i in visible]
     median = percentile(times, 50) if len(visible) == groups else None
+    lags = [seen.first_seen[i] - began - answered[i] for i in visible]
+    median_lag = percentile(lags, 50) if len(visible) == groups else None
+    timeline = []
+    for at in (t / 4 for t in range(1, 4 * 60)):
+        shown = [(n, e) for t, n, e in samples if t - began <= at]
+        timeline.append((at, sum(1 for a in answered if a <= at), *(shown[-1] if shown else (0, 0))))
+        if shown and shown[-1][0] >= groups:
+            break
     originals = {o for where in seen.shown_in.values() for o in where}
     # VmHWM: the process's peak, in case a spike fell between two samples.
     peak = max(rss_peak, peak_rss_mib(pid))
@@ -403,6 +486,9 @@ async def burst(setup: Setup, groups: int, run: int, concurrency: int = 20) -> B
         cpu,
         rss_idle,
         peak,
+        max(answered),
+        median_lag,
+        timeline,
     )
 
 
@@ -432,6 +518,10 @@ def report_burst(title: str, result: BurstResult, target_s: float) -> None:
         f"shown twice {result.duplicated}; {result.messages} messages, {result.events} events in all"
     )
     print(f"  last group visible after {last} (target <= {target_s:.0f} s)")
+    if TIMELINE:
+        print("  timeline: seconds, groups answered, groups visible, bot events seen")
+        for at, answered, shown, events in result.timeline:
+            print(f"    {at:5.2f}  {answered:5d}  {shown:5d}  {events:4d}")
 
 
 def _seconds(value: float | None) -> str:
@@ -455,6 +545,8 @@ def report_table(latency: dict[str, list[float]] | None, bursts: dict[str, Burst
         ),
         ("last group visible after", [_seconds(b.last_visible_s) for b in bursts.values()]),
         ("median group visible after", [_seconds(b.median_visible_s) for b in bursts.values()]),
+        ("all webhooks answered after", [_seconds(b.all_answered_s) for b in bursts.values()]),
+        ("median group visible after its 200", [_seconds(b.median_after_answer_s) for b in bursts.values()]),
         ("messages / events", [f"{b.messages} / {b.events}" for b in bursts.values()]),
         ("bot CPU during the burst", [f"{b.cpu_s:.1f} s" for b in bursts.values()]),
         (
@@ -482,23 +574,29 @@ def report_table(latency: dict[str, list[float]] | None, bursts: dict[str, Burst
 
 
 async def run(
-    latency_count: int, burst_groups: int, raised_groups: int, limited_groups: int, work: Path
+    latency_count: int,
+    burst_groups: int,
+    raised_groups: int,
+    limited_groups: int,
+    work: Path,
+    profiling: Profiling,
 ) -> None:
     bursts: dict[str, BurstResult] = {}
     latencies: dict[str, list[float]] | None = None
-    setup = await set_up(work / "open", open_limits=True)
-    try:
-        if latency_count:
-            latencies = await latency(setup, latency_count, run=1)
-            report_latency(latencies)
-        if burst_groups:
-            result = await burst(setup, burst_groups, run=2)
-            bursts["open limits, default budget"] = result
-            report_burst(f"burst of {burst_groups} groups, concurrency 20, open rate limits", result, 10)
-    finally:
-        await tear_down(setup)
+    if latency_count or burst_groups:
+        setup = await set_up(work / "open", open_limits=True, profiling=profiling)
+        try:
+            if latency_count:
+                latencies = await latency(setup, latency_count, run=1)
+                report_latency(latencies)
+            if burst_groups:
+                result = await burst(setup, burst_groups, run=2)
+                bursts["open limits, default budget"] = result
+                report_burst(f"burst of {burst_groups} groups, concurrency 20, open rate limits", result, 10)
+        finally:
+            await tear_down(setup)
     if raised_groups:
-        setup = await set_up(work / "raised", open_limits=False, raised=True)
+        setup = await set_up(work / "raised", open_limits=False, raised=True, profiling=profiling)
         try:
             await warm_up(setup, run=5, refill_s=0.0)
             result = await burst(setup, raised_groups, run=6)
@@ -508,7 +606,7 @@ async def run(
         finally:
             await tear_down(setup)
     if limited_groups:
-        setup = await set_up(work / "limited", open_limits=False)
+        setup = await set_up(work / "limited", open_limits=False, profiling=profiling)
         try:
             # Synapse's rc_message refills 0.2/s: 6 s makes the burst of 10 whole again.
             await warm_up(setup, run=4, refill_s=6.0)
@@ -533,6 +631,24 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="latency 10, burst 200, raised 500, limited 100: under 2 minutes"
     )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="attach py-spy to the bot during each burst: DIR/<phase>.txt (collapsed stacks) and a summary",
+    )
+    parser.add_argument(
+        "--memray",
+        type=Path,
+        metavar="DIR",
+        help="run the bot under memray: DIR/<phase>.bin, DIR/<phase>.html (RSS figures then include memray)",
+    )
+    parser.add_argument(
+        "--timeline", action="store_true", help="print each burst's progress (answered, visible) every 0.25 s"
+    )
+    parser.add_argument(
+        "--bot-log", default="WARNING", choices=["DEBUG", "INFO", "WARNING"], help="the bot's log level"
+    )
     parser.add_argument("--post-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.post_worker:
@@ -540,8 +656,13 @@ def main() -> None:
         return
     if args.quick:
         args.latency, args.burst, args.raised, args.limited = 10, 200, 500, 100
+    # Switches set once from the command line.
+    global TIMELINE, BOT_LOG_LEVEL
+    TIMELINE, BOT_LOG_LEVEL = args.timeline, args.bot_log
+    compile_bytecode()
+    profiling = Profiling(cpu_dir=args.py_spy, memory_dir=args.memray)
     with tempfile.TemporaryDirectory(prefix="readybot-bench-") as work:
-        asyncio.run(run(args.latency, args.burst, args.raised, args.limited, Path(work)))
+        asyncio.run(run(args.latency, args.burst, args.raised, args.limited, Path(work), profiling))
 
 
 if __name__ == "__main__":

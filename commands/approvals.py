@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from bot.approvals.service import ApprovalService
+from typing import TYPE_CHECKING
+
 from bot.render.message import Message
 from bot.services import CommandContext
 from commands.registry import command
+
+if TYPE_CHECKING:
+    from bot.approvals.service import ApprovalService
 
 _WHAT = "Approval gating (approvals.apps)"
 
 
 def _service(ctx: CommandContext) -> ApprovalService:
+    # Imported when the command runs, not when commands are registered: a bot
+    # without this feature never loads it (its RSS; see bench/README.md).
+    from bot.approvals.service import ApprovalService
+
     return ctx.services.extensions.get(ApprovalService, what=_WHAT)
 
 

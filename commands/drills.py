@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from bot.drills.service import DrillService
 from bot.services import CommandContext
 from commands.registry import command
 
@@ -23,6 +22,10 @@ async def restore_drill(ctx: CommandContext, target: str | None = None) -> None:
     Bound), edits the prompt with the verdict, posts the report in its
     thread and deletes the scratch namespaces. One drill at a time.
     """
+    # Imported when the command runs, not when commands are registered: a bot
+    # without this feature never loads it (its RSS; see bench/README.md).
+    from bot.drills.service import DrillService
+
     # The prompt is the reply; it is queued with the request, atomically.
     await ctx.services.extensions.get(DrillService, what=_DRILLS).request(
         target,

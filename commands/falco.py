@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from bot.errors import StoreUnavailableError, UserError
-from bot.falco.relay import FalcoRelay
-from bot.falco.render import clock_text, mute_line
 from bot.render.message import Message
 from bot.services import CommandContext
 from commands.registry import command
 from config.durations import DURATION_HINT, format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from bot.falco.relay import FalcoRelay
 
 _WHAT = "Falco (falco.enabled)"
 _MAX_RULE_CHARS = 1_024
 
 
 def _relay(ctx: CommandContext) -> FalcoRelay:
+    # Imported when the command runs, not when commands are registered: a bot
+    # without this feature never loads it (its RSS; see bench/README.md).
+    from bot.falco.relay import FalcoRelay
+
     return ctx.services.extensions.get(FalcoRelay, what=_WHAT)
 
 
@@ -38,6 +44,8 @@ async def falco_mute(ctx: CommandContext, rule: str, duration: str, *more: str) 
     `!falco mute Terminal shell in container 2h`. Muting a muted rule again
     sets its new end and keeps what it counted so far.
     """
+    from bot.falco.render import clock_text
+
     relay = _relay(ctx)
     words = [rule, duration, *more]
     *rule_words, duration_text = words
@@ -85,6 +93,8 @@ async def falco_unmute(ctx: CommandContext, rule: str, *more: str) -> Message:
 @command("falco mutes", permission="falco")
 async def falco_mutes(ctx: CommandContext) -> Message:
     """List the muted Falco rules: until when, by whom, and how many events each kept out so far."""
+    from bot.falco.render import mute_line
+
     relay = _relay(ctx)
     now = relay.now()
     return ctx.services.templates.render(

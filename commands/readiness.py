@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from bot.readiness.chart import trend_spec
-from bot.readiness.chart_png import render_png
-from bot.readiness.render import detail_message, explain_message, status_message
-from bot.readiness.service import ReadinessService
-from bot.readiness.targets import criteria_of, resolve
+from typing import TYPE_CHECKING
+
 from bot.render.message import Message
 from bot.services import CommandContext
 from commands.registry import command
+
+if TYPE_CHECKING:
+    from bot.readiness.service import ReadinessService
 
 _WHAT = "The readiness scorecard (readiness.enabled)"
 TREND_FILENAME = "readiness-trend.png"
 
 
 def _service(ctx: CommandContext) -> ReadinessService:
+    # Imported when the command runs, not when commands are registered: a bot
+    # without this feature never loads it (its RSS; see bench/README.md).
+    from bot.readiness.service import ReadinessService
+
     return ctx.services.extensions.get(ReadinessService, what=_WHAT)
 
 
@@ -30,6 +34,9 @@ async def readiness_status(ctx: CommandContext, *target: str) -> Message:
     (`1`), a step (`1.3`) or a criterion (`1.3.1`): its criteria, each with
     what was found and what was expected.
     """
+    from bot.readiness.render import detail_message, status_message
+    from bot.readiness.targets import resolve
+
     service = _service(ctx)
     # Resolved before probing, so a typo is answered at once.
     chosen = resolve(service.plan, " ".join(target)) if target else None
@@ -46,6 +53,9 @@ async def readiness_explain(ctx: CommandContext, criterion: str) -> Message:
     Shows the probe in words, the plan's own note, how to make it pass and the
     last stored result. Does not probe the cluster.
     """
+    from bot.readiness.render import explain_message
+    from bot.readiness.targets import criteria_of, resolve
+
     service = _service(ctx)
     chosen = resolve(service.plan, criterion)
     last = {c.id: await service.last_result(c.id) for _, _, c in criteria_of(service.plan, chosen)}
@@ -55,6 +65,9 @@ async def readiness_explain(ctx: CommandContext, criterion: str) -> Message:
 @command("readiness trend")
 async def readiness_trend(ctx: CommandContext) -> None:
     """Post a chart of the overall and per-category scores over the stored runs (an image)."""
+    from bot.readiness.chart import trend_spec
+    from bot.readiness.chart_png import render_png
+
     service = _service(ctx)
     runs = await service.history()
     if not runs:

@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 from bot.errors import UserError
 from bot.render.message import Message
 from bot.services import CommandContext
-from bot.velero import render
-from bot.velero.service import VeleroService
 from commands.registry import command
 
 _WHAT = "The Velero relay (velero.enabled)"
@@ -25,6 +23,11 @@ async def backups(ctx: CommandContext, schedule: str | None = None) -> Message:
     from what the bot's watch saw; when the cluster is unreachable it says so
     and shows what was last seen.
     """
+    # Imported when the command runs, not when commands are registered: a bot
+    # without this feature never loads it (its RSS; see bench/README.md).
+    from bot.velero import render
+    from bot.velero.service import VeleroService
+
     service = ctx.services.extensions.get(VeleroService, what=_WHAT)
     now = datetime.fromtimestamp(ctx.services.clock(), UTC)
     if schedule is None:

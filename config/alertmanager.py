@@ -79,10 +79,11 @@ class SendBudget(Section):
     # Once 3 or more events are queued (a storm), the wait that folds: under
     # the budget, or at the rate the outbox is measured to send at (over the
     # last 10 s, once it sent 8 events in them; 10/s assumed before that).
-    # A storm's digest then goes out within seconds, also with a budget
-    # raised past what the homeserver and the network carry. A lone group
-    # is judged by max_delay_s alone.
-    fold_after_s: float = Field(default=3.0, ge=0.5, le=600)
+    # A storm's digest then goes out within a second or two, also with a
+    # budget raised past what the homeserver and the network carry; after a
+    # fold, new groups keep folding for this long (the storm is underway).
+    # A lone group is judged by max_delay_s alone.
+    fold_after_s: float = Field(default=1.0, ge=0.5, le=600)
 
 
 class AlertmanagerSettings(Section):

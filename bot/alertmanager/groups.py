@@ -333,6 +333,8 @@ def storming(
     max_delay_s: float,
     throughput: SendThroughput | None = None,
     fold_after_s: float = float("inf"),
+    *,
+    underway: bool = False,
 ) -> bool:
     """Whether a new group's own message would wait too long: fold it into the digest instead.
 
@@ -346,9 +348,19 @@ def storming(
     ``fold_after_s``: so a storm's digest goes out within seconds, not after
     ``max_delay_s``. The digest's own events are reserved on top, so that
     when this answer turns to yes the digest still goes out in time.
+
+    ``underway``: a group folded moments ago (the relay says when). Then any
+    group folds while anything is queued, whatever the waits: the digest
+    absorbs a storm's groups at no cost in events, while each own message
+    let in would queue ahead of the digest's next event and delay every
+    group after it. Without this, the measured rate, high once the digest
+    absorbs the groups, lets own messages in again until the queue is long
+    enough to fold, over and over. With nothing queued the storm is over.
     """
     budget_wait = budget.delay(ahead + DIGEST_RESERVE, now)
     if budget_wait > max_delay_s:
+        return True
+    if underway and ahead > 0:
         return True
     if ahead < STORM_MIN_AHEAD:
         return False

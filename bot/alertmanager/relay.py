@@ -151,6 +151,11 @@ class _Batch:
     next_temp_id: int = -1
     folded: int = 0
     posted: int = 0
+    # When a group last folded (see storming's ``underway``).
+    last_fold_at: float = float("-inf")
+    # New groups of this batch whose first post is not decided yet: each of
+    # them would queue a message too, so a fold decision counts them as ahead.
+    arriving: set[str] = field(default_factory=set)
 
     def queued(self) -> None:
         """One more event queued in this batch (already counted if ``ahead`` is read later)."""
@@ -189,6 +194,9 @@ class AlertRelay:
         self._open_digests: dict[str, int] = {}
         self._entries: dict[str, DigestEntry] = {}
         self._digest_edited_at: dict[int, float] = {}
+        # When a group last folded into a digest: a storm is underway while
+        # that is less than fold_after_s ago.
+        self._last_fold_at = float("-inf")
         # Digests whose latest change is not queued yet (see DIGEST_EDIT_INTERVAL_S).
         self._deferred: set[int] = set()
         # Batches and maintenance take turns on the in-memory state.
@@ -257,8 +265,13 @@ class AlertRelay:
     async def _commit(self, batch: list[_Intake], dirty: set[int] | None = None) -> None:
         now = self._clock()
         async with self._db.transaction() as tx:
-            work = _Batch(now=now)
+            work = _Batch(now=now, last_fold_at=self._last_fold_at)
             work.dirty_digests.update(dirty or ())
+            work.arriving = {
+                job.note.group_key
+                for job in batch
+                if job.note is not None and not getattr(self._groups.get(job.note.group_key), "posts", ())
+            }
             for job in batch:
                 if job.beat_source is not None:
                     await self._heartbeats.heartbeat(job.beat_source, tx=tx)
@@ -285,19 +298,26 @@ class AlertRelay:
         self._digest_edited_at.update(work.edited)
         self._deferred.difference_update(work.dirty_digests)
         self._deferred.update(work.deferred)
+        self._last_fold_at = work.last_fold_at
         if work.posted:
             self._metrics.groups_posted.labels(how="message").inc(work.posted)
         if work.folded:
             self._metrics.groups_posted.labels(how="digest").inc(work.folded)
 
     async def _ahead(self, work: _Batch, tx: Tx) -> int:
-        """Events queued before the next one; read once per batch, when a decision needs it."""
+        """Events queued before the next one, and the new groups arriving with it.
+
+        The queue is read once per batch, when a decision needs it. The
+        batch's other new groups count too: a storm's groups arrive many to a
+        batch, and the first of them should fold like the rest rather than
+        each queue a message ahead of the digest.
+        """
         if work.ahead is None:
             # Inside our own transaction: what the sender recorded so far.
             load = await self._outbox.send_load(self._budget.last_seen, _MAX_SEND_TIMES, tx=tx)
             self._throughput.observe(self._budget.observe_sent(load.sent_at))
             work.ahead = load.pending
-        return work.ahead
+        return work.ahead + len(work.arriving)
 
     # -- one notification ---------------------------------------------------------
 
@@ -305,6 +325,7 @@ class AlertRelay:
         return work.groups.get(key) or self._groups.get(key)
 
     async def _apply(self, work: _Batch, note: Notification, tx: Tx) -> None:
+        work.arriving.discard(note.group_key)  # decided now, no longer "arriving with it"
         previous = self._group(work, note.group_key)
         state, change = merge(previous, note, work.now)
         if previous is not None and not change.changed and previous.posts:
@@ -327,12 +348,25 @@ class AlertRelay:
                 await self._update_message(work, state, change, post, tx)
         work.groups[state.group_key] = state
 
-    async def _first_post(self, work: _Batch, state: GroupState, room_id: str, tx: Tx) -> Post:
+    def _storming(self, work: _Batch, ahead: int) -> bool:
         budget = self._settings.send_budget
+        underway = work.now - work.last_fold_at < budget.fold_after_s
+        return storming(
+            self._budget,
+            ahead,
+            work.now,
+            budget.max_delay_s,
+            self._throughput,
+            budget.fold_after_s,
+            underway=underway,
+        )
+
+    async def _first_post(self, work: _Batch, state: GroupState, room_id: str, tx: Tx) -> Post:
         ahead = await self._ahead(work, tx)
-        if storming(self._budget, ahead, work.now, budget.max_delay_s, self._throughput, budget.fold_after_s):
+        if self._storming(work, ahead):
             digest = self._digest_for(work, room_id, state)
             work.folded += 1
+            work.last_fold_at = work.now
             return Post(room_id, None, None, digest.id, work.now)
         mention = state.status == "firing" and self._renderer.should_mention(state)
         message = self._renderer.group(state, mention=mention, now=work.now)
@@ -365,8 +399,7 @@ class AlertRelay:
         if not self._settings.thread_updates or not (change.new or change.resolved or change.group_resolved):
             return
         ahead = await self._ahead(work, tx)
-        budget = self._settings.send_budget
-        if storming(self._budget, ahead, work.now, budget.max_delay_s, self._throughput, budget.fold_after_s):
+        if self._storming(work, ahead):
             return  # the edit shows the change; a thread line would cost budget a storm needs
         line = mentioning_content(self._renderer.thread_line(state, change), room=False)
         await self._outbox.send_message(post.room_id, line, thread_root=stored_ref(post.message), tx=tx)
@@ -406,6 +439,9 @@ class AlertRelay:
             work.next_temp_id -= 1
             work.digests[digest.id] = digest
             work.open_digests[room_id] = digest.id
+            # Its message is queued when the batch flushes: counted now, for
+            # the decisions about the batch's later groups.
+            work.queued()
         digest.members.append(state.group_key)
         digest.used_bytes += entry.cost
         work.dirty_digests.add(digest.id)
@@ -437,7 +473,6 @@ class AlertRelay:
                 work.queued()
                 continue
             outbox_id = await self._outbox.send_message(digest.room_id, content, tx=tx)
-            work.queued()
             real_id = await self._repo.insert_digest(tx, digest.room_id, outbox_id, work.now)
             self._renumber(work, digest, real_id, outbox_id)
 

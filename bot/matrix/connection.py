@@ -56,6 +56,32 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
+def sync_filter(user_id: str) -> dict[str, Any]:
+    """The filter of every sync: others' timeline events and all room state; nothing the bot does not use.
+
+    Left out:
+    - the bot's own timeline events (``not_senders``). A storm's digests
+      and edits would otherwise each come back through the bot's sync, to be
+      downloaded, schema-checked and decrypted for nothing: the router
+      ignores the bot's own events, and what the bot needs of them (event
+      ids, for edits and replies) it has from the send responses. They also
+      no longer count towards the timeline's ``limit``, so a person's command
+      in the middle of a storm is not pushed out of a limited timeline.
+    - receipts and typing notices (room ephemeral events) and presence: a
+      busy room's read receipts would wake the sync loop for every message
+      someone reads.
+    Kept: room state (the ``state`` block, not filtered), invites, to-device
+    messages and device-list changes (encryption), account data.
+    """
+    return {
+        "room": {
+            "timeline": {"not_senders": [user_id]},
+            "ephemeral": {"not_types": ["*"]},
+        },
+        "presence": {"not_types": ["*"]},
+    }
+
+
 def save_only_new_encrypted_rooms(store: Any, known: Iterable[str]) -> None:
     """Make ``store.save_encrypted_rooms`` write only rooms it has not stored yet.
 
@@ -103,6 +129,7 @@ class MatrixConnection:
         )
         self.logged_in = asyncio.Event()
         self.first_sync_done = asyncio.Event()
+        self._filter = sync_filter(settings.user_id)
 
     @property
     def user_id(self) -> str:
@@ -224,7 +251,7 @@ class MatrixConnection:
     async def first_sync(self) -> None:
         """The start-up sync, from the persisted token if there is one, with full state."""
         token = await self._kv.get(SYNC_TOKEN_KEY)
-        response = await self.client.sync(timeout=0, full_state=True, since=token)
+        response = await self.client.sync(timeout=0, full_state=True, since=token, sync_filter=self._filter)
         if not isinstance(response, SyncResponse):
             self._metrics.sync_errors.inc()
             self._raise_for(response)
@@ -237,7 +264,11 @@ class MatrixConnection:
         delay = 0.5
         while not stop.is_set():
             sync = asyncio.ensure_future(
-                self.client.sync(timeout=self.settings.sync_timeout_ms, since=self.client.next_batch)
+                self.client.sync(
+                    timeout=self.settings.sync_timeout_ms,
+                    since=self.client.next_batch,
+                    sync_filter=self._filter,
+                )
             )
             stopping = asyncio.ensure_future(stop.wait())
             done, _ = await asyncio.wait({sync, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-
-from PIL import Image, ImageDraw, ImageFont
+from typing import TYPE_CHECKING
 
 from bot.readiness.chart import ChartSpec, Series
+
+if TYPE_CHECKING:
+    from PIL import ImageDraw, ImageFont
 
 WIDTH = 800
 HEIGHT = 420
@@ -34,6 +36,12 @@ class Png:
 
 
 def render_png(spec: ChartSpec) -> Png:
+    # Imported here: Pillow and its libraries (freetype, harfbuzz) cost ~4 MiB
+    # of RSS, which a bot that never draws a chart (no readiness, or no
+    # !readiness trend asked for) should not carry. commands/readiness.py
+    # imports this module whatever the configuration.
+    from PIL import Image, ImageDraw, ImageFont
+
     image = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=_FONT_SIZE)

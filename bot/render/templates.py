@@ -35,6 +35,11 @@ class Templates:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=False,
+            # Templates are read once per process: an operator's override
+            # takes effect on restart. Checking each file's mtime on every
+            # render cost two stat calls per message (a storm renders
+            # thousands of digest lines).
+            auto_reload=False,
         )
 
     def render(self, name: str, **context: Any) -> Message:

@@ -1,4 +1,9 @@
 """A 60 s homeserver outage with a crash in the middle: 1,000 alert groups, none lost, none twice.
+The order that holds: every edit (and reply, reaction, thread line) after the
+event it relates to; groups' own messages and digests may overtake one
+another, as several of a room's sends are in flight at once
+(``outbox.max_in_flight_per_room``, default 4; set 1 for strict per-room
+order).
 
 The bot runs as its own process with the Alertmanager relay routing groups
 by a ``shard`` label to two encrypted rooms. With Synapse stopped, 1,000
@@ -12,7 +17,7 @@ relative order is not promised: the outbox sends several messages of a room
 at once (``outbox.max_in_flight_per_room``), so one group's message may
 overtake another's; the test records how many did (``out_of_order``).
 
-**Send budget: the defaults** (burst 10, 12/min, fold after 20 s), as a
+**Send budget: the defaults** (burst 10, 12/min, a storm folds past 1 s), as a
 production homeserver needs them. The test Synapse has open rate limits,
 so letting each group have its own message would also work, but it would
 test a configuration nobody should run against a real homeserver, and it

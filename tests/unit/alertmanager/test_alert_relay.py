@@ -559,7 +559,8 @@ async def test_find_by_message_gives_the_group_for_its_event(r: Relay) -> None:
     assert await r.repo.find_by_message(OTHER_ROOM, "$ev1") is None
 
 
-OPEN_BUDGET = {"send_budget": {"burst": 10_000, "per_minute": 600_000}}
+# fold_after_s at its ceiling: the measured send rate (10/s assumed) must not fold either.
+OPEN_BUDGET = {"send_budget": {"burst": 10_000, "per_minute": 600_000, "fold_after_s": 600}}
 
 
 @pytest.fixture
