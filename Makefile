@@ -3,7 +3,7 @@
 export UV_PYTHON_DOWNLOADS := never
 UV ?= uv
 
-.PHONY: install test-deps element-deps demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco bench-store profile-alerts memory-alerts reliability check clean deploy-check image
+.PHONY: install test-deps element-deps demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco bench-store bench-failover profile-alerts memory-alerts reliability check clean deploy-check image
 
 install:  ## the bot, the dev tools and the demo extra (Synapse) into .venv
 	$(UV) sync --locked --all-extras
@@ -64,6 +64,9 @@ bench-falco: install  ## 10,000 Falco events in 60 s under the homeserver's defa
 
 bench-store: install  ## the same store calls on SQLite and on PostgreSQL (p50/p99, ratio)
 	$(UV) run python bench/store_backends.py
+
+bench-failover: install  ## two replicas: SIGKILL the leader, time until the standby leads (p50/p99 over 20 kills, ~13 min)
+	$(UV) run python bench/failover.py $(BENCH_ARGS)
 
 reliability: install  ## docs/reliability.md: fault, attack and fuzz suites + 100,000 fuzz cases per target (RELIABILITY_ARGS="--fuzz-cases 2000": shorter)
 	$(UV) run python bench/reliability.py $(RELIABILITY_ARGS)

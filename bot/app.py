@@ -14,12 +14,14 @@ import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from bot import __version__
 from bot.catalog import enabled_features
 from bot.dispatcher import Dispatcher
+from bot.errors import ConfigError
 from bot.extensions import Extensions
 from bot.features import FeatureContext, FeatureParts
 from bot.http.server import Health, HookHandler, build_http_app
@@ -40,9 +42,16 @@ from bot.store.audit import AuditRepo
 from bot.store.database import Database
 from bot.store.handled import HandledEvents
 from bot.store.kv import KeyValueRepo
+from bot.store.leadership import Fence, LeadershipLost
 from commands import load_all
 from commands.registry import CommandRegistry, registry
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from bot.ha.election import Term
+    from bot.ha.elector import LeaderElector
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +92,11 @@ class ReadyBot:
         self.connection: MatrixConnection
         self.router: Router
         self._on_ready: list[Callable[[], Awaitable[None]]] = []
+        self._on_ready_done = False
         self.device = BotDevice()
+        # With ha.enabled: this replica's leadership (bot.ha); None for one replica.
+        self.elector: LeaderElector | None = None
+        self.fence: Fence | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
@@ -99,11 +112,17 @@ class ReadyBot:
             kv, audit, handled = KeyValueRepo(self.db), AuditRepo(self.db), HandledEvents(self.db)
             self.audit = audit
 
-            self.connection = MatrixConnection(self.settings.matrix, kv, self.metrics)
+            device_kv = await self._open_election(stack) if self.settings.ha.enabled else kv
+            self.connection = MatrixConnection(self.settings.matrix, device_kv, self.metrics)
             stack.push_async_callback(self.connection.close)
             self._identity = CrossSigningIdentity(self.connection.client, self.settings.matrix, kv)
             sender = OutboxSender(
-                self.db, NioTransport(self.connection), self.settings.outbox, self.metrics, clock=self.clock
+                self.db,
+                NioTransport(self.connection),
+                self.settings.outbox,
+                self.metrics,
+                clock=self.clock,
+                fence=self.fence,
             )
             self.outbox = Outbox(
                 self.db,
@@ -115,22 +134,25 @@ class ReadyBot:
             extensions = Extensions()
             templates = Templates()
             scheduler = build_scheduler(handled, self.clock)
-            parts = await self._build_features(
-                FeatureContext(
-                    settings=self.settings,
-                    db=self.db,
-                    kv=kv,
-                    audit=audit,
-                    outbox=self.outbox,
-                    metrics=self.metrics,
-                    templates=templates,
-                    scheduler=scheduler,
-                    authorizer=authorizer,
-                    extensions=extensions,
-                    clock=self.clock,
-                    bot_user_id=self.settings.matrix.user_id,
-                )
+            context = FeatureContext(
+                settings=self.settings,
+                db=self.db,
+                kv=kv,
+                audit=audit,
+                outbox=self.outbox,
+                metrics=self.metrics,
+                templates=templates,
+                scheduler=scheduler,
+                authorizer=authorizer,
+                extensions=extensions,
+                clock=self.clock,
+                bot_user_id=self.settings.matrix.user_id,
+                fence=self.fence,
             )
+            # A standby builds its features when it takes the lead (_take_lead):
+            # what they start (jobs, watches, silence counted from "now") is then
+            # the leader's, from the moment it leads.
+            parts = FeatureParts() if self.elector is not None else await self._build_features(context)
             services = Services(
                 settings=self.settings,
                 registry=self.registry,
@@ -160,6 +182,8 @@ class ReadyBot:
             )
             self.router.reaction_handlers.extend(parts.reaction_handlers)
             self.router.redaction_handlers.extend(parts.redaction_handlers)
+            if self.elector is not None:
+                self.router.stand_by()
             # What start-up allocated (libraries, settings, features) lives as
             # long as the process: keep the cyclic GC from re-scanning it. A
             # full collection over it stalls the event loop ~60-100 ms, which
@@ -168,19 +192,63 @@ class ReadyBot:
             gc.collect()
             gc.freeze()
             await self._start_http(stack, parts.hooks)
-            scheduler.start()
-            stack.callback(scheduler.shutdown, wait=False)
+            stack.callback(_shutdown_scheduler, scheduler)
 
             sender_stop = asyncio.Event()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._matrix(stop), name="matrix")
-                group.create_task(sender.run(sender_stop), name="outbox-sender")
                 group.create_task(self._shutdown_when(stop, sender_stop), name="shutdown")
-                for task in parts.root_tasks:
-                    # Named after the feature's coroutine (``AlertRelay.run_maintenance``),
-                    # so a crash says which part died.
-                    group.create_task(task(stop), name=task.__qualname__)
+                acting = _Acting(group, stop, sender, sender_stop, scheduler)
+                if self.elector is None:
+                    acting.start(parts)
+                else:
+
+                    async def on_lead(_term: Term) -> None:
+                        # A task of its own: building the features must not
+                        # hold up the renewals that keep the lead.
+                        group.create_task(self._take_lead(context, parts, acting), name="take-lead")
+
+                    group.create_task(self.elector.run(stop, on_lead), name="leader-election")
+            if self.elector is not None:
+                await self.elector.release()
             log.info("stopped")
+
+    async def _open_election(self, stack: contextlib.AsyncExitStack) -> KeyValueRepo:
+        """The Lease client, the fence and the elector (ha.enabled); the kv this replica's device uses."""
+        if not self.settings.kubernetes.enabled:
+            raise ConfigError(["ha.enabled: needs kubernetes.enabled (the Lease is kept in the cluster)"])
+        # Imported here: a bot without ha never loads the election (nor kubernetes for it).
+        from bot.ha.elector import LeaderElector
+        from bot.ha.lease import KubeLeases
+        from bot.ha.replica import ReplicaKeyValue
+
+        ha = self.settings.ha
+        leases = await asyncio.to_thread(KubeLeases.from_settings, self.settings.kubernetes, ha)
+        stack.push_async_callback(leases.close)
+        self.fence = Fence(self.db, clock=self.clock)
+        self.elector = LeaderElector(leases, ha, self.fence, self.metrics)
+        self.health.leader = False
+        # Each replica is its own Matrix device: its token and sync position
+        # are its own; the cross-signing identity is shared.
+        return ReplicaKeyValue(self.db, ha.identity)
+
+    async def _take_lead(self, context: FeatureContext, hooks_parts: FeatureParts, acting: _Acting) -> None:
+        """Became the leader: build the features and start everything that acts, from the shared state."""
+        led_at = self.clock()
+        parts = await self._build_features(context)
+        hooks_parts.hooks.update(parts.hooks)  # the HTTP server serves this dict
+        self.router.reaction_handlers.extend(parts.reaction_handlers)
+        self.router.redaction_handlers.extend(parts.redaction_handlers)
+        # What arrived while standing by goes first (an approval made in the
+        # gap counts before the first expiry check can run).
+        await self.router.take_lead(led_at)
+        acting.start(parts)
+        # A replica that lost the race for the store's term stops (the fence).
+        assert self.fence is not None
+        acting.group.create_task(_exit_when_fenced(self.fence), name="fence")
+        self.health.leader = True
+        if self.connection.first_sync_done.is_set():
+            await self._run_on_ready()
 
     async def _matrix(self, stop: asyncio.Event) -> None:
         connection, router = self.connection, self.router
@@ -197,8 +265,9 @@ class ReadyBot:
         connection.first_sync_done.set()
         self.health.first_sync_done = True
         self.metrics.ready.set(1)
-        for callback in self._on_ready:
-            await callback()
+        # With ha, _take_lead runs them if it finishes after this point.
+        if self.elector is None or self.health.leader:
+            await self._run_on_ready()
         self.ready.set()
         log.info(
             "ready: serving %d room(s) as %s, device %s (%s)",
@@ -208,6 +277,14 @@ class ReadyBot:
             _device_line(self.device),
         )
         await connection.sync_loop(stop)
+
+    async def _run_on_ready(self) -> None:
+        """The features' on_ready callbacks, once: after the first sync, and (ha) once leading."""
+        if self._on_ready_done:
+            return
+        self._on_ready_done = True
+        for callback in self._on_ready:
+            await callback()
 
     async def _cross_sign(self, stop: asyncio.Event) -> bool:
         """Make sure the bot's device is cross-signed by the bot's identity; False when stopped first.
@@ -277,7 +354,10 @@ class ReadyBot:
         await stop.wait()
         await self.router.supervisor.drain(HANDLER_DRAIN_S)
         deadline = self.clock() + OUTBOX_FLUSH_S
-        while self.connection.first_sync_done.is_set() and self.clock() < deadline:
+        # A standby sends nothing: the outbox is the leader's to flush.
+        while (
+            not self.health.standby and self.connection.first_sync_done.is_set() and self.clock() < deadline
+        ):
             if (await self.outbox.stats()).depth == 0:
                 break
             await asyncio.sleep(0.05)
@@ -323,6 +403,44 @@ class ReadyBot:
         # while the sender is backing off; the oldest age is computed by the
         # sender's gauge function.
         self.metrics.outbox_depth.set((await self.outbox.stats()).depth)
+
+
+class _Acting:
+    """Starts what acts: the outbox sender, the scheduler and the features' root tasks (once)."""
+
+    def __init__(
+        self,
+        group: asyncio.TaskGroup,
+        stop: asyncio.Event,
+        sender: OutboxSender,
+        sender_stop: asyncio.Event,
+        scheduler: AsyncIOScheduler,
+    ) -> None:
+        self.group = group
+        self._stop = stop
+        self._sender = sender
+        self._sender_stop = sender_stop
+        self._scheduler = scheduler
+
+    def start(self, parts: FeatureParts) -> None:
+        self._scheduler.start()
+        self.group.create_task(self._sender.run(self._sender_stop), name="outbox-sender")
+        for task in parts.root_tasks:
+            # Named after the feature's coroutine (``AlertRelay.run_maintenance``),
+            # so a crash says which part died.
+            self.group.create_task(task(self._stop), name=task.__qualname__)
+
+
+def _shutdown_scheduler(scheduler: AsyncIOScheduler) -> None:
+    # A standby never started it (and APScheduler refuses to shut down a stopped scheduler).
+    if scheduler.running:
+        scheduler.shutdown(wait=False)
+
+
+async def _exit_when_fenced(fence: Fence) -> None:
+    """End the process once a store check found a newer leader: nothing of this term may act on."""
+    await fence.lost.wait()
+    raise LeadershipLost("another replica took the lead (fenced by the store)")
 
 
 def _device_line(device: BotDevice) -> str:

@@ -2,8 +2,9 @@
 
 Exit codes: 0 clean stop; 1 the bot failed at run time (a root task died);
 2 bad command line; 69 Synapse missing for the demo; 77 the homeserver
-refused the bot's credentials; 78 the configuration is invalid (EX_CONFIG),
-or the store is newer than this version of the bot.
+refused the bot's credentials; 75 this replica lost the lead (``ha.enabled``:
+Kubernetes restarts it as a standby); 78 the configuration is invalid
+(EX_CONFIG), or the store is newer than this version of the bot.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69
 EXIT_NOPERM = 77
 EXIT_CONFIG = 78
+# ha.enabled: this replica lost the lead (EX_TEMPFAIL: run again, as a standby).
+EXIT_LOST_LEAD = 75
 
 log = logging.getLogger("readybot")
 
@@ -152,6 +155,7 @@ def _run(config: Path | None) -> int:
     from bot.errors import StoreUnavailableError
     from bot.logging_setup import setup_logging
     from bot.matrix.connection import LoginRefused
+    from bot.store.leadership import LeadershipLost
     from bot.store.migrations import SchemaTooNewError
     from config.loading import load_settings
 
@@ -175,6 +179,10 @@ def _run(config: Path | None) -> int:
     except* LoginRefused as group:
         log.error("the homeserver refused the bot's credentials (%s)", group.exceptions[0])
         code = EXIT_NOPERM
+    except* LeadershipLost as group:
+        # Restarted by Kubernetes as a standby, with nothing in memory from this term.
+        log.warning("exiting: %s", group.exceptions[0])
+        code = EXIT_LOST_LEAD
     except* SchemaTooNewError as group:
         log.error("%s", group.exceptions[0])
         code = EXIT_CONFIG

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from bot.store.audit import AuditRepo
     from bot.store.database import Database
     from bot.store.kv import KeyValueRepo
+    from bot.store.leadership import Fence
     from config.settings import Settings
 
 RootTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -50,6 +51,10 @@ class FeatureContext:
     clock: Callable[[], float]
     # The bot's own Matrix id (reactions from it are never acted on).
     bot_user_id: str
+    # With ha.enabled: this replica's leadership term, checked in the same
+    # transaction as every externally visible act (bot.store.leadership).
+    # None for one replica: it always acts.
+    fence: Fence | None = None
 
 
 @dataclass

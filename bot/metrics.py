@@ -75,3 +75,16 @@ class Metrics:
             "1 once the first sync is done and the store is open.",
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "readybot_leader",
+            "1 while this replica holds the leader Lease and acts, 0 while it is a standby "
+            "(no series while ha.enabled is off).",
+            ["identity"],
+            registry=self.registry,
+        )
+        self.leadership_transitions = Counter(
+            "readybot_leadership_transitions",
+            "Times this replica gained or lost the lead, by direction (gained, lost).",
+            ["direction"],
+            registry=self.registry,
+        )

@@ -19,6 +19,7 @@ from bot.falco.store import migrate_falco
 from bot.outbox.inflight import migrate_outbox_in_flight
 from bot.outbox.media import migrate_outbox_media
 from bot.readiness.store import migrate_readiness
+from bot.store.leadership import migrate_leadership
 from bot.store.migrations import Migration, v1_initial, v9_audit_sender_device
 from bot.velero.store import migrate_velero
 
@@ -34,4 +35,5 @@ MIGRATIONS: Sequence[Migration] = (
     v9_audit_sender_device,
     migrate_restore_drills,
     migrate_outbox_in_flight,
+    migrate_leadership,
 )

@@ -32,6 +32,7 @@ from config.base import PermissionRule as PermissionRule  # noqa: PLC0414 - an e
 from config.base import Section
 from config.deadman import DeadmanSettings
 from config.falco import FalcoSettings
+from config.ha import HaSettings
 from config.kubernetes import KubernetesSettings
 from config.readiness import ReadinessSettings
 from config.velero import VeleroSettings
@@ -222,6 +223,17 @@ class Settings(BaseModel):
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
     velero: VeleroSettings = Field(default_factory=VeleroSettings)
     falco: FalcoSettings = Field(default_factory=FalcoSettings)
+    ha: HaSettings = Field(default_factory=HaSettings)
+
+    @model_validator(mode="after")
+    def _ha_needs_a_cluster_and_a_shared_store(self) -> Settings:
+        # The Lease is read and written through the kubernetes section's connection.
+        if self.ha.enabled and not self.kubernetes.enabled:
+            raise ValueError("ha.enabled needs kubernetes.enabled (the leader Lease is kept in the cluster)")
+        # Two replicas on two SQLite files would fence nothing and share no state.
+        if self.ha.enabled and self.store.url is None:
+            raise ValueError("ha.enabled needs store.url (PostgreSQL: one store both replicas share)")
+        return self
 
     def secret_values(self) -> list[str]:
         """Every secret's plain value, for the log redaction filter.

@@ -90,6 +90,7 @@ CLOCK_SUITES = tuple(
         "unit/readiness/test_readiness_feature.py",
         "unit/drills/test_restore_drills.py",
         "unit/core/test_cron.py",
+        "unit/ha/test_election.py",
         # Not the integration tests that run Alertmanager (test_silences, test_deadman):
         # a Go binary reads the real clock, not faketime's, and refuses silences that
         # end in its past or alerts that ended long ago.

@@ -38,6 +38,7 @@ async def approvals_feature(ctx: FeatureContext) -> FeatureParts:
             allowed=allowed,
             clock=ctx.clock,
             bot_user_id=ctx.bot_user_id,
+            fence=ctx.fence,
         )
     )
     ctx.extensions.put(ApprovalService, service)

@@ -166,6 +166,8 @@ class SyncRunner:
             prune=gate.prune,
             sync_options=gate.sync_options,
         )
+        # Only the leader writes an operation: a replica that lost the lead stops here.
+        await self._transitions.check_fence()
         try:
             await self._argo.patch(
                 record.namespace, record.application, operation_patch(view.resource_version, operation)

@@ -54,6 +54,7 @@ from bot.render.message import Message
 from bot.render.templates import Templates
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
+from bot.store.leadership import Fence
 from config.approvals import ApprovalsSettings, GatedApp, application_name
 from config.base import PermissionRule
 
@@ -110,6 +111,8 @@ class ApprovalDeps:
     # How long a reaction to an unknown event waits for prompts whose send is
     # still being recorded (see ``_find_prompt``).
     prompt_wait_s: float = 5.0
+    # ha.enabled: every transition and the Argo CD write are checked against this term.
+    fence: Fence | None = None
 
 
 class ApprovalService:
@@ -121,7 +124,9 @@ class ApprovalService:
         self._clock = deps.clock
         # What is gated, by the approvals.kind column: syncs here, others by register_kind().
         self._kinds: dict[str, RequestKind] = {}
-        self.transitions = Transitions(deps.db, self._repo, deps.outbox, deps.audit, self._kinds, deps.clock)
+        self.transitions = Transitions(
+            deps.db, self._repo, deps.outbox, deps.audit, self._kinds, deps.clock, fence=deps.fence
+        )
         self.runner = SyncRunner(
             deps.settings, self._repo, deps.argo, self.transitions, deps.clock, deps.bot_user_id
         )

@@ -16,6 +16,7 @@ from bot.approvals.store import ApprovalRecord, ApprovalRepo, Transition
 from bot.outbox import EventRef, Outbox, OutboxState
 from bot.store.audit import AuditRepo
 from bot.store.database import Database
+from bot.store.leadership import Fence, fence_check
 from bot.store.tx import Tx
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,11 @@ class Transitions:
         audit: AuditRepo,
         kinds: Mapping[str, RequestKind],
         clock: Callable[[], float],
+        *,
+        fence: Fence | None = None,
     ) -> None:
         self._db = db
+        self._fence = fence
         self._repo = repo
         self._outbox = outbox
         self._audit = audit
@@ -59,6 +63,8 @@ class Transitions:
         if not can_transition(source, target):
             raise ValueError(f"no transition {source.value} → {target.value}")
         async with self._db.transaction(conn) as tx:
+            # A replica that no longer leads changes nothing (LeadershipLost).
+            await fence_check(self._fence, tx)
             if not await self._repo.transition(
                 tx, approval_id, source.value, target.value, self._clock(), extra
             ):
@@ -90,6 +96,11 @@ class Transitions:
             "approval %s (%s): %s → %s by %s", approval_id, record.app, source.value, target.value, actor
         )
         return record
+
+    async def check_fence(self) -> None:
+        """Raise ``LeadershipLost`` if another replica leads (before an act outside the store)."""
+        if self._fence is not None:
+            await self._fence.check()
 
     async def prompt_ref(self, record: ApprovalRecord, tx: Tx) -> EventRef | None:
         """The prompt's event id (learnt from the outbox and kept), else its pending outbox row.

@@ -39,6 +39,7 @@ async def deadman_feature(ctx: FeatureContext) -> FeatureParts:
         started_at=ctx.clock(),
         channel=channel,
         metrics=DeadmanMetrics(ctx.metrics.registry),
+        fence=ctx.fence,
     )
     ctx.extensions.put(DeadmansSwitch, switch)
     ctx.extensions.put(Heartbeats, Heartbeats(switch))

@@ -41,6 +41,7 @@ from bot.deadman.store import (
 from bot.outbox import Outbox
 from bot.render.templates import Templates
 from bot.store.database import Database
+from bot.store.leadership import Fence, fence_check
 from bot.store.tx import Tx
 from config.deadman import DeadmanSettings
 from config.durations import format_duration
@@ -169,8 +170,11 @@ class DeadmansSwitch:
         channel: SecondaryChannel | None = None,
         retry_base_s: float = _RETRY_BASE_S,
         metrics: DeadmanMetrics | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.settings = settings
+        # ha.enabled: an alarm is raised only under this replica's leadership term.
+        self._fence = fence
         self._db = db
         self._outbox = outbox
         self._templates = templates
@@ -385,6 +389,7 @@ class DeadmansSwitch:
         }
         message = self._templates.render("deadman_alarm", **context)
         async with self._db.transaction() as conn:
+            await fence_check(self._fence, conn)
             # Compare-and-set on the last_seen we evaluated: a heartbeat that
             # slipped in since then means the source is not down after all.
             if not await self._sources.mark_down(

@@ -35,6 +35,8 @@ UNSCOPED = None
 # behind writers each waiting out the busy timeout, and the scrape would time
 # out just when the store-fault counters matter; they are served without it.
 METRICS_REFRESH_TIMEOUT_S = 2.0
+# What a standby replica answers on /readyz and to a webhook (503: Alertmanager retries).
+STANDBY = "standby: not the leader"
 
 
 @dataclass
@@ -44,9 +46,18 @@ class Health:
     store_open: bool = False
     first_sync_done: bool = False
     reasons: list[str] = field(default_factory=list)
+    # None: one replica, always acting. With ha.enabled: whether this replica
+    # leads; a standby is not ready, so a Service sends webhooks to the leader.
+    leader: bool | None = None
+
+    @property
+    def standby(self) -> bool:
+        return self.leader is False
 
     def problems(self) -> list[str]:
         problems = []
+        if self.standby:
+            problems.append(STANDBY)
         if not self.store_open:
             problems.append("store not open")
         if not self.first_sync_done:
@@ -93,6 +104,10 @@ def build_http_app(
             log.info("refused unauthenticated request to /hooks/%s from %s", name, request.remote)
             return _problem(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
         request[TOKEN_SCOPE] = scope
+        if health.standby:
+            # Nothing is accepted here: the leader's store is the one truth,
+            # and a 503 makes the sender retry (the Service finds the leader).
+            return _problem(503, STANDBY, headers={"Retry-After": "1"})
         handler = hooks.get(name)
         if handler is None:
             return _problem(404, f"no hook named {name!r}")

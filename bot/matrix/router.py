@@ -8,6 +8,7 @@ supervised task with its own error boundary.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -34,6 +35,11 @@ from bot.store.handled import HandledEvents
 from config.settings import MatrixSettings
 
 log = logging.getLogger(__name__)
+
+# What a standby holds for when it takes the lead: the newest events, and of
+# them only those younger than this (older ones the leader of the time saw).
+STANDBY_HELD_EVENTS = 2_000
+STANDBY_HELD_MAX_AGE_S = 3_600.0
 
 
 class ReactionHandler(Protocol):
@@ -131,6 +137,26 @@ class Router:
         self.allowed_rooms: set[str] = set()
         self.reaction_handlers: list[ReactionHandler] = []
         self.redaction_handlers: list[RedactionHandler] = []
+        # A standby replica (ha.enabled) keeps syncing but acts on nothing:
+        # commands, reactions and redactions wait here until it takes the lead.
+        self._standby: collections.deque[tuple[Callable[..., Awaitable[None]], MatrixRoom, Any]] | None = None
+
+    def stand_by(self) -> None:
+        """Hold commands, reactions and redactions instead of acting on them, until ``take_lead``."""
+        self._standby = collections.deque(maxlen=STANDBY_HELD_EVENTS)
+
+    async def take_lead(self, at: float) -> None:
+        """Act from now on, as if started at ``at``; then hand on what arrived while standing by.
+
+        The restart rule holds with "start-up" meaning "took the lead": a held
+        command the old leader did not claim is audited, not run; held
+        reactions go to their handlers, which count them once (by event id).
+        """
+        held, self._standby = self._standby or collections.deque(), None
+        self._started_at = at
+        for callback, room, event in held:
+            if at - event.server_timestamp / 1000 <= STANDBY_HELD_MAX_AGE_S:
+                await callback(room, event)
 
     async def resolve_rooms(self) -> None:
         """Turn configured aliases into room ids; an alias that does not resolve counts for nothing."""
@@ -168,6 +194,9 @@ class Router:
 
     async def _on_text(self, room: MatrixRoom, event: RoomMessageText) -> None:
         if not self._counts(room.room_id, event.sender):
+            return
+        if self._standby is not None:
+            self._standby.append((self._on_text, room, event))
             return
         body = event.body or ""
         prefix = self._settings.command_prefix
@@ -225,6 +254,9 @@ class Router:
     async def _on_reaction(self, room: MatrixRoom, event: ReactionEvent) -> None:
         if not self._counts(room.room_id, event.sender):
             return
+        if self._standby is not None:
+            self._standby.append((self._on_reaction, room, event))
+            return
         for handler in self.reaction_handlers:
             self.supervisor.spawn(
                 f"reaction {event.event_id}",
@@ -240,6 +272,9 @@ class Router:
 
     async def _on_redaction(self, room: MatrixRoom, event: RedactionEvent) -> None:
         if not self._counts(room.room_id, event.sender):
+            return
+        if self._standby is not None:
+            self._standby.append((self._on_redaction, room, event))
             return
         for handler in self.redaction_handlers:
             self.supervisor.spawn(

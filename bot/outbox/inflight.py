@@ -30,11 +30,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot.outbox.events import marked_txn
+from bot.store.leadership import fence_check
 from bot.store.tx import Tx
 
 if TYPE_CHECKING:
     from bot.outbox.repo import OutboxId
     from bot.store.database import Database
+    from bot.store.leadership import Fence
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +62,15 @@ class InFlightRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def begin(self, outbox_id: OutboxId, at: float) -> float | None:
+    async def begin(self, outbox_id: OutboxId, at: float, *, fence: Fence | None = None) -> float | None:
         """Mark the row begun at ``at``; when it was begun before (by an earlier process), that time.
 
         The earliest time is kept: it bounds how far back its event can be.
+        With ``fence`` (ha.enabled) the claim is this replica's only while it
+        leads: ``LeadershipLost`` otherwise, checked in the same transaction.
         """
         async with self._db.transaction() as conn:
+            await fence_check(fence, conn)
             cursor = await conn.execute("SELECT send_began_at FROM outbox WHERE id = ?", (outbox_id,))
             row = await cursor.fetchone()
             await cursor.close()

@@ -30,6 +30,7 @@ from bot.outbox.inflight import HistoryTransport, InFlightRepo, Lookup, SentLook
 from bot.outbox.media import OutboxMediaRepo
 from bot.outbox.repo import OutboxId, OutboxRepo, OutboxRow, OutboxState, Ref
 from bot.store.database import Database
+from bot.store.leadership import Fence
 from bot.testhooks import hold_point
 from config.settings import OutboxSettings
 
@@ -121,8 +122,11 @@ class OutboxSender:
         *,
         clock: Callable[[], float] | None = None,
         initial_backoff_s: float = _INITIAL_BACKOFF_S,
+        fence: Fence | None = None,
     ) -> None:
         self._repo = OutboxRepo(db)
+        # With ha.enabled: every send is claimed under this replica's leadership term.
+        self._fence = fence
         self._media = OutboxMediaRepo(db)
         self._transport = transport
         self._settings = settings
@@ -244,6 +248,10 @@ class OutboxSender:
             if retrying and await self._superseded(row):
                 return
             retrying = True
+            if self._fence is not None:
+                # Raises LeadershipLost when another replica leads: nothing is
+                # sent, and run() ends with it (the process restarts as a standby).
+                await self._fence.check()
             try:
                 if began_before is not None:
                     if await self._sent_before(row, began_before):
@@ -315,7 +323,7 @@ class OutboxSender:
         """Mark the row begun before its first send; when an earlier process had begun it, since when."""
         if row.id in self._begun:
             return None
-        earlier = await self._in_flight.begin(row.id, self._clock())
+        earlier = await self._in_flight.begin(row.id, self._clock(), fence=self._fence)
         self._begun.add(row.id)
         return earlier
 

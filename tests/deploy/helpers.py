@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "base"
 OVERLAY = DEPLOY / "overlays" / "example"
+# Two replicas with leader election (ha.enabled), built on the example overlay.
+HA_OVERLAY = DEPLOY / "overlays" / "ha"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 YAMLLINT_CONFIG = Path(__file__).resolve().parent / "yamllint.yaml"
 

@@ -37,7 +37,7 @@ from typing import Any, Final
 import pytest
 import yaml
 
-from tests.deploy.helpers import OVERLAY, KubeObject, in_ci, only, render
+from tests.deploy.helpers import HA_OVERLAY, OVERLAY, KubeObject, in_ci, only, render
 from tests.deploy.rbac_recorder import RECORDER, Request
 
 # Moved to the end of the session by tests/conftest.py: it needs every other test's requests.
@@ -127,7 +127,9 @@ def feature_namespaces(objects: tuple[KubeObject, ...]) -> dict[str, set[str]]:
     velero = VeleroSettings.model_validate(config.get("velero") or {})
     approvals = ApprovalsSettings.model_validate(config.get("approvals") or {})
     argo = {app.namespace for app in approvals.apps.values()} or {GatedApp.model_fields["namespace"].default}
-    return {"velero.io": {velero.namespace}, "argoproj.io": argo}
+    # The leader-election Lease lives in the bot's own namespace (ha.namespace: POD_NAMESPACE).
+    own = {only(objects, "ServiceAccount")["metadata"]["namespace"]}
+    return {"velero.io": {velero.namespace}, "argoproj.io": argo, "coordination.k8s.io": own}
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,8 @@ def test_deployed_rbac_allows_everything_the_bot_asked_for_in_the_test_suite() -
                 "the whole suite ran but no feature test's API request was recorded: is the recorder wired?"
             )
         pytest.skip("no feature test in this session talked to the test Kubernetes API: run the whole suite")
-    granted = grants(objects)
+    # Two replicas (ha.enabled) are the ha overlay's: its Lease Role, on top of the example's roles.
+    granted = grants(objects) + [g for g in grants(render(HA_OVERLAY)) if g.group == "coordination.k8s.io"]
     missing = []
     used: set[Grant] = set()
     for need in needed:

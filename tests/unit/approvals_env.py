@@ -21,6 +21,7 @@ from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
 from bot.store.audit import AuditEntry, AuditRepo
 from bot.store.database import Database
+from bot.store.leadership import Fence
 from config.approvals import ApprovalsSettings, GatedApp
 from config.base import PermissionRule
 from tests.stores import open_store
@@ -76,7 +77,10 @@ class Env:
     argo: FakeArgo
     clock: Clock
     settings: ApprovalsSettings
+    # Two replicas (ha): the service checks this replica's leadership term.
+    fenced: bool = False
     db: Database = field(init=False)
+    fence: Fence | None = field(init=False, default=None)
     outbox: Outbox = field(init=False)
     audit: AuditRepo = field(init=False)
     service: ApprovalService = field(init=False)
@@ -87,6 +91,7 @@ class Env:
         self.db = await open_store(self.path, migrations=MIGRATIONS, clock=self.clock)
         self.outbox = Outbox(self.db, clock=self.clock)
         self.audit = AuditRepo(self.db)
+        self.fence = Fence(self.db) if self.fenced else None
         self.service = ApprovalService(
             ApprovalDeps(
                 settings=self.settings,
@@ -99,6 +104,7 @@ class Env:
                 allowed=allowed,
                 clock=self.clock,
                 bot_user_id=BOT,
+                fence=self.fence,
             )
         )
         return self

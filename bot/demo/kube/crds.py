@@ -85,6 +85,8 @@ BUILTIN: tuple[ResourceDef, ...] = (
     _builtin("apps", "v1", "statefulsets", "StatefulSet"),
     _builtin("batch", "v1", "cronjobs", "CronJob"),
     _builtin("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
+    # Leader election of two replicas (ha.enabled): get, create, update with 409.
+    _builtin("coordination.k8s.io", "v1", "leases", "Lease"),
 )
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.errors import PermissionDenied, UserError
+from bot.store.leadership import Fence, LeadershipLost
 from tests.unit.approvals_env import (
     ALICE,
     BOB,
@@ -901,3 +903,48 @@ async def test_approve_command_for_an_unknown_request_names_it(env: Env) -> None
     """`!approve` of an id with no request in this room says so and points to !approvals."""
     with pytest.raises(UserError, match="no sync request deadbeef in this room"):
         await vote(env, "deadbeef", BOB, cross_signed=True)
+
+
+# --- two replicas: only the leader's term acts ----------------------------------------
+
+
+async def test_a_replica_that_lost_the_lead_counts_no_approval(env: Env) -> None:
+    """After another replica took the lead, this one's ✅ changes nothing: no transition, no operation."""
+    env.fenced = True
+    await env.close()
+    await env.open()
+    assert env.fence is not None and await env.fence.take("readybot-0", 1)
+    approval_id = await env.request()
+    assert await Fence(env.db).take("readybot-1", 2)
+    with pytest.raises(LeadershipLost):
+        await env.react(approval_id, BOB)
+    assert await env.state(approval_id) == "requested"
+    assert env.argo.patches == 0
+
+
+async def test_a_leader_that_loses_the_lead_before_the_write_writes_no_operation(env: Env) -> None:
+    """Another replica leads by the time of the write: nothing written; the new leader writes it once."""
+    env.fenced = True
+    await env.close()
+    await env.open()
+    assert env.fence is not None and await env.fence.take("readybot-0", 1)
+    approval_id = await env.request()
+    read = env.argo.get
+
+    async def read_then_lose_the_lead(namespace: str, name: str) -> Mapping[str, Any]:
+        await Fence(env.db).take("readybot-1", 2)
+        return await read(namespace, name)
+
+    env.argo.get = read_then_lose_the_lead  # type: ignore[method-assign]
+    with pytest.raises(LeadershipLost):
+        await env.react(approval_id, BOB)
+    assert await env.state(approval_id) == "approved"
+    assert env.argo.patches == 0
+    # The new leader (term 2) builds its service at the takeover and resumes: one sync.
+    env.argo.get = read  # type: ignore[method-assign]
+    await env.close()
+    await env.open()
+    assert env.fence is not None and await env.fence.take("readybot-1", 3)
+    await env.service.runner.resume()
+    assert await env.state(approval_id) == "started"
+    assert env.argo.started_for(approval_id) == 1

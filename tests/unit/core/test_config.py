@@ -453,3 +453,46 @@ def test_bad_store_url_names_the_field_and_hides_the_value(tmp_path: Path, url: 
     assert len(problems) == 1
     assert problems[0].startswith("store.url") and why in problems[0]
     assert SECRET not in problems[0]
+
+
+# --- ha (two replicas) -----------------------------------------------------
+
+
+def test_ha_is_off_by_default_with_client_go_durations(tmp_path: Path) -> None:
+    """Without an ha section one replica always acts; the durations are client-go's 15/10/2 s."""
+    ha = load_settings(write(tmp_path, MINIMAL), environ={"READYBOT_MATRIX__PASSWORD": SECRET}).ha
+    assert not ha.enabled
+    assert (ha.lease_duration_s, ha.renew_deadline_s, ha.retry_period_s) == (15.0, 10.0, 2.0)
+
+
+def test_ha_identity_comes_from_the_pod_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replica's identity defaults to POD_NAME, as the downward API sets it."""
+    monkeypatch.setenv("POD_NAME", "readybot-1")
+    ha = load_settings(write(tmp_path, MINIMAL), environ={"READYBOT_MATRIX__PASSWORD": SECRET}).ha
+    assert ha.identity == "readybot-1"
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"READYBOT_HA__RENEW_DEADLINE_S": "15"}, "shorter than ha.lease_duration_s"),
+        ({"READYBOT_HA__RETRY_PERIOD_S": "10"}, "shorter than ha.renew_deadline_s"),
+        ({"READYBOT_HA__LEASE_NAME": "Readybot Leader"}, "ha.lease_name"),
+    ],
+)
+def test_ha_durations_and_names_are_checked(tmp_path: Path, extra: dict[str, str], problem: str) -> None:
+    """A renew deadline not below the lease, a retry not below it, or a bad Lease name is refused."""
+    environ = {"READYBOT_MATRIX__PASSWORD": SECRET, "READYBOT_HA__ENABLED": "true", **extra}
+    assert any(problem in line for line in problems_of(write(tmp_path, MINIMAL), environ=environ))
+
+
+def test_ha_needs_the_kubernetes_connection_and_a_shared_store(tmp_path: Path) -> None:
+    """ha.enabled is refused without kubernetes.enabled (the Lease) or store.url (one shared store)."""
+    environ = {"READYBOT_MATRIX__PASSWORD": SECRET, "READYBOT_HA__ENABLED": "true"}
+    problems = problems_of(write(tmp_path, MINIMAL), environ=environ)
+    assert any("ha.enabled needs kubernetes.enabled" in line for line in problems)
+    environ["READYBOT_KUBERNETES__ENABLED"] = "true"
+    problems = problems_of(write(tmp_path, MINIMAL), environ=environ)
+    assert any("ha.enabled needs store.url" in line for line in problems)
+    environ["READYBOT_STORE__URL"] = "postgresql://readybot@db.example.org:5432/readybot"
+    assert load_settings(write(tmp_path, MINIMAL), environ=environ).ha.enabled

@@ -179,3 +179,32 @@ async def test_a_body_over_the_limit_gets_the_same_answer_with_or_without_conten
         answers = [(r.status, await r.json()) for r in (announced, chunked)]
     expected = {"error": "body too large: the limit is 2048 bytes (http.max_body_bytes)"}
     assert answers == [(413, expected), (413, expected)]
+
+
+async def test_a_standby_is_not_ready_and_refuses_hooks_with_503(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    """With ha, a standby answers /readyz and an authenticated webhook 503 "standby: not the leader"."""
+    health = client.app[HEALTH]
+    health.first_sync_done = True
+    health.leader = False
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    assert "standby: not the leader" in await ready.text()
+    hook = await client.post("/hooks/echo", data="x", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert hook.status == 503
+    assert (await hook.json()) == {"error": "standby: not the leader"}
+    health.leader = True
+    assert (await client.get("/readyz")).status == 200
+    assert (
+        await client.post("/hooks/echo", data="x", headers={"Authorization": f"Bearer {TOKEN}"})
+    ).status == 200
+
+
+async def test_a_standby_still_refuses_a_wrong_token_with_401(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    """A standby authenticates first: a wrong token learns nothing, not even that this replica stands by."""
+    client.app[HEALTH].leader = False
+    response = await client.post("/hooks/echo", data="x", headers={"Authorization": "Bearer wrong"})
+    assert response.status == 401

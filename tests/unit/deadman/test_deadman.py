@@ -22,6 +22,7 @@ from bot.outbox import Outbox
 from bot.render.templates import Templates
 from bot.schema import MIGRATIONS
 from bot.store.database import Database
+from bot.store.leadership import Fence, LeadershipLost
 from config.deadman import DeadmanSettings
 from tests.stores import StoreBackend
 
@@ -90,6 +91,7 @@ async def harness(tmp_path: Path, store_backend: StoreBackend) -> AsyncIterator[
         started_at: float | None = None,
         with_channel: bool = True,
         metrics: DeadmanMetrics | None = None,
+        fence: Fence | None = None,
         **settings: Any,
     ) -> DeadmansSwitch:
         values: dict[str, Any] = {"threshold_s": THRESHOLD, "check_interval_s": 30}
@@ -105,6 +107,7 @@ async def harness(tmp_path: Path, store_backend: StoreBackend) -> AsyncIterator[
             channel=channel if with_channel else None,
             retry_base_s=0.0,
             metrics=metrics,
+            fence=fence,
         )
 
     try:
@@ -446,3 +449,24 @@ async def test_a_forgotten_source_is_no_longer_watched_nor_exported(harness: Har
     # A source that beats again is tracked anew.
     await switch.heartbeat(AM)
     assert [view.source for view in await switch.status()] == [AM]
+
+
+async def test_a_replica_that_lost_the_lead_raises_no_alarm_and_the_new_leader_gives_grace(
+    harness: Harness,
+) -> None:
+    """An old leader's switch (fenced by a newer term) alarms nothing; the new one counts from its lead."""
+    old, new = Fence(harness.db), Fence(harness.db)
+    assert await old.take("readybot-0", 1)
+    switch = harness.make(fence=old)
+    await switch.heartbeat(AM)
+    harness.clock.advance(THRESHOLD - 10)
+    assert await new.take("readybot-1", 2)  # the other replica takes the lead
+    leader = harness.make(fence=new)  # built at the takeover
+    harness.clock.advance(20)
+    with pytest.raises(LeadershipLost):
+        await switch.check()
+    assert await harness.messages() == []
+    assert await leader.check() == []  # quiet for longer than the threshold, but not since the takeover
+    harness.clock.advance(THRESHOLD)
+    assert await leader.check() == [AM]
+    assert len(await harness.messages()) == 1

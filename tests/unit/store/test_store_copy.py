@@ -101,5 +101,6 @@ def test_copy_store_command(
     assert "no SQLite store at" in capsys.readouterr().err
     asyncio.run(_sqlite_store(path))
     assert main(["copy-store", "-c", str(config)]) == EXIT_OK
-    # kv, audit, handled_events, two outbox rows, outbox_media, and the falco_ids row a migration seeds.
-    assert capsys.readouterr().out.startswith("copied 7 rows in ")
+    # kv, audit, handled_events, two outbox rows, outbox_media, and the rows migrations seed:
+    # falco_ids and leadership (the fencing token of two replicas).
+    assert capsys.readouterr().out.startswith("copied 8 rows in ")
