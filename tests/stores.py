@@ -143,12 +143,6 @@ def active_backend() -> str:
     return "sqlite" if _active is None else _active.name
 
 
-def only_sqlite(why: str) -> None:
-    """Skip this parametrisation on PostgreSQL: the test is about something only SQLite has."""
-    if active_backend() != "sqlite":
-        pytest.skip(f"SQLite only: {why}")
-
-
 def other_connection_rows(path: Path, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
     """Rows read by a separate plain connection, as another process would see them."""
     if _active is None or _active.name == "sqlite":
