@@ -75,6 +75,7 @@ class LeaderElector:
         # cut off from the API server, and must step down by its deadline.
         self.renewals_paused = False
         self._api_failing = False
+        fence.within_lease = self.within_lease
 
     @property
     def duration_s(self) -> int:
@@ -158,6 +159,10 @@ class LeaderElector:
             ):
                 self._lost(f"no renewal for {now - self._last_renewed:.1f} s")
                 raise LeadershipLost("could not renew the lease within the renew deadline")
+
+    def within_lease(self) -> bool:
+        """True while this replica leads and renewed its Lease within the renew deadline (monotonic clock)."""
+        return self.term is not None and self._until_deadline() > 0
 
     def _until_deadline(self) -> float:
         """Seconds left before this leader must step down (0 or less: it must now)."""

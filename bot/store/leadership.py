@@ -58,6 +58,12 @@ class Fence:
         self.holder: str | None = None
         self.token: int | None = None
         self.lost = asyncio.Event()
+        # Set by the elector: True while this replica renewed its Lease within
+        # the renew deadline, on the local monotonic clock. A process that was
+        # paused (SIGSTOP, a long GC, a frozen VM) past that deadline wakes up
+        # still holding the store's token until the new leader writes its
+        # own; this check stops it before the act instead of after.
+        self.within_lease: Callable[[], bool] | None = None
 
     async def stored(self) -> tuple[str, int]:
         """The holder and token the store holds now."""
@@ -80,6 +86,9 @@ class Fence:
         """Raise ``LeadershipLost`` unless the store still holds our token (in the caller's transaction)."""
         if self.token is None:
             raise LeadershipLost("this replica has not taken the lead")
+        if self.within_lease is not None and not self.within_lease():
+            self._lose()
+            raise LeadershipLost(f"term {self.token}: the lease was not renewed within the renew deadline")
         # A conditional write rather than a read: on PostgreSQL it locks the
         # row until the act commits, so a takeover is ordered after it.
         cursor = await conn.execute(

@@ -210,6 +210,25 @@ async def test_an_old_leaders_fenced_send_fails_and_sends_nothing(replicas: list
     assert len(new_transport.sent) == 1
 
 
+async def test_a_frozen_leader_is_fenced_at_its_renew_deadline_though_nobody_took_over(
+    replicas: list[Replica],
+) -> None:
+    """A leader frozen past its renew deadline (no loop runs, as under SIGSTOP) fails its fence check."""
+    leader = replicas[0]
+    leader.start()  # alone: nobody else can take the lead and bump the store's token
+    await asyncio.wait_for(leader.elector.leading.wait(), ACQUIRE_WITHIN_S)
+    await leader.fence.check()
+    assert leader.task is not None
+    leader.task.cancel()  # frozen: no renewals, no step-down by its own loop
+    with contextlib.suppress(asyncio.CancelledError):
+        await leader.task
+    await asyncio.sleep(DEADLINE_S + 0.1)
+    assert await leader.fence.stored() == (leader.name, leader.fence.token)
+    with pytest.raises(LeadershipLost):
+        await leader.fence.check()
+    assert leader.fence.lost.is_set()
+
+
 async def test_a_clean_stop_releases_the_lease_and_the_standby_takes_it_at_once(
     kube: KubeTarget, tmp_path: Path
 ) -> None:
