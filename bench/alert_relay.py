@@ -645,10 +645,15 @@ ROWS: list[Row] = [
         ),
     ),
 ]
-# Shown only when a column is on PostgreSQL: there the store's work is partly the server's.
+# Shown only when a column is on PostgreSQL: there part of the store's work is the server's,
+# where SQLite's is inside the bot's own CPU.
 STORE_CPU_ROW: Row = (
-    "bot + PostgreSQL server CPU",
-    lambda b: "-" if b.db_cpu_s is None else f"{_store_cpu(b):.1f} s ({b.db_cpu_s:.1f} s server)",
+    "bot + database CPU",
+    lambda b: (
+        f"{b.cpu_s:.1f} s (SQLite is in the bot)"
+        if b.db_cpu_s is None
+        else f"{_store_cpu(b):.1f} s ({b.db_cpu_s:.1f} s server)"
+    ),
     lambda pg, lite: _ratio(_store_cpu(pg), _store_cpu(lite)),
 )
 
