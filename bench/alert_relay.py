@@ -600,6 +600,13 @@ def _store_cpu(b: BurstResult) -> float:
 
 # The table's rows: name, a burst's cell, and PostgreSQL's over SQLite's ("" where no ratio means anything).
 Row = tuple[str, Callable[[BurstResult], str], Callable[[BurstResult, BurstResult], str]]
+
+
+def _seconds_row(name: str, value: Callable[[BurstResult], float | None]) -> Row:
+    """A row of seconds, and their ratio."""
+    return (name, lambda b: _seconds(value(b)), lambda pg, lite: _ratio(value(pg), value(lite)))
+
+
 ROWS: list[Row] = [
     ("groups (alerts posted 20 at a time)", lambda b: str(b.groups), lambda pg, lite: ""),
     (
@@ -615,26 +622,10 @@ ROWS: list[Row] = [
         lambda b: f"{b.visible} / {b.groups - b.visible} / {b.duplicated}",
         lambda pg, lite: "",
     ),
-    (
-        "last group visible after",
-        lambda b: _seconds(b.last_visible_s),
-        lambda pg, lite: _ratio(pg.last_visible_s, lite.last_visible_s),
-    ),
-    (
-        "median group visible after",
-        lambda b: _seconds(b.median_visible_s),
-        lambda pg, lite: _ratio(pg.median_visible_s, lite.median_visible_s),
-    ),
-    (
-        "all webhooks answered after",
-        lambda b: _seconds(b.all_answered_s),
-        lambda pg, lite: _ratio(pg.all_answered_s, lite.all_answered_s),
-    ),
-    (
-        "median group visible after its 200",
-        lambda b: _seconds(b.median_after_answer_s),
-        lambda pg, lite: _ratio(pg.median_after_answer_s, lite.median_after_answer_s),
-    ),
+    _seconds_row("last group visible after", lambda b: b.last_visible_s),
+    _seconds_row("median group visible after", lambda b: b.median_visible_s),
+    _seconds_row("all webhooks answered after", lambda b: b.all_answered_s),
+    _seconds_row("median group visible after its 200", lambda b: b.median_after_answer_s),
     ("messages / events", lambda b: f"{b.messages} / {b.events}", lambda pg, lite: ""),
     ("bot CPU during the burst", lambda b: f"{b.cpu_s:.1f} s", lambda pg, lite: _ratio(pg.cpu_s, lite.cpu_s)),
     (
