@@ -3,7 +3,7 @@
 export UV_PYTHON_DOWNLOADS := never
 UV ?= uv
 
-.PHONY: install test-deps element-deps demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco bench-store bench-failover profile-alerts memory-alerts reliability check clean deploy-check image
+.PHONY: install test-deps element-deps demo test test-unit test-integration lint format typecheck bench bench-alerts bench-falco bench-store bench-store-burst bench-failover profile-alerts memory-alerts reliability check clean deploy-check image
 
 install:  ## the bot, the dev tools and the demo extra (Synapse) into .venv
 	$(UV) sync --locked --all-extras
@@ -64,6 +64,9 @@ bench-falco: install  ## 10,000 Falco events in 60 s under the homeserver's defa
 
 bench-store: install  ## the same store calls on SQLite and on PostgreSQL (p50/p99, ratio)
 	$(UV) run python bench/store_backends.py
+
+bench-store-burst: install  ## the raised-limits 1,000-group burst with the state on SQLite, then on PostgreSQL: one table, ratio (~1 min)
+	$(UV) run python bench/alert_relay.py --store both --latency 0 --burst 0 --limited 0 --raised 1000 $(BENCH_ARGS)
 
 bench-failover: install  ## two replicas: SIGKILL the leader, time until the standby leads (p50/p99 over 20 kills, ~13 min)
 	$(UV) run python bench/failover.py $(BENCH_ARGS)

@@ -28,17 +28,22 @@ the bot process's CPU seconds during the burst and its RSS (idle before,
 peak after). One table at the end. The bot runs from compiled bytecode, as
 in the image. ``--py-spy DIR`` and ``--memray DIR`` profile the bot
 (bench/profiling.py, bench/README.md); ``--timeline`` prints each burst's
-progress every 0.25 s.
+progress every 0.25 s. ``--store postgresql`` keeps the bot's state in a
+PostgreSQL started here on 127.0.0.1 (``store.url``); ``--store both`` runs
+each chosen phase on SQLite, then on PostgreSQL, and adds their ratio.
 
     uv run python bench/alert_relay.py [--latency 100] [--burst 1000] [--raised 1000] [--limited 100]
     uv run python bench/alert_relay.py --quick   # smaller sizes, under 2 minutes
+    uv run python bench/alert_relay.py --store both --latency 0 --burst 0 --limited 0 --raised 1000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import os
 import random
 import re
@@ -47,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,10 +63,19 @@ from nio import Event, RoomMessageNotice, RoomMessageText
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds, peak_rss_mib, percentile, rss_mib, wait_ready  # noqa: E402
+from bench.common import (  # noqa: E402
+    cpu_seconds,
+    peak_rss_mib,
+    percentile,
+    postgres_server,
+    rss_mib,
+    tree_cpu_seconds,
+    wait_ready,
+)
 from bench.profiling import CpuProfile, memray_argv, memray_report  # noqa: E402
 from bot.demo.synapse import SynapseServer, free_port  # noqa: E402
 from tests.integration.people import Person, register_account  # noqa: E402
+from tests.pgserver import PostgresServer  # noqa: E402
 
 TOKEN = "bench-hook-token-5s8Kq"
 MARK = re.compile(r"bench-(\d+)-(\d{6})")
@@ -72,6 +86,8 @@ MESSAGE_LIMIT = 65_536
 TIMELINE = False
 # --bot-log: the bot's log level (its log goes to this process's stderr).
 BOT_LOG_LEVEL = "WARNING"
+# --store: the backends, and the names the table gives them.
+STORES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
 def group_payload(run: int, index: int, alerts: int) -> dict[str, Any]:
@@ -248,6 +264,8 @@ class Setup:
     bot: subprocess.Popen[bytes]
     name: str = ""
     profiling: Profiling = field(default_factory=Profiling)
+    # The PostgreSQL server holding the bot's state (its postmaster), None on SQLite.
+    db_pid: int | None = None
 
 
 # A send budget no homeserver limit lifted by override_ratelimit would contradict.
@@ -281,10 +299,39 @@ def compile_bytecode() -> None:
     )
 
 
+class Store:
+    """Where the bots of a run keep their state: the SQLite file, or a fresh database on one PostgreSQL."""
+
+    def __init__(self, postgres: PostgresServer | None) -> None:
+        self.postgres = postgres
+
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.postgres is None else "postgresql"
+
+    def new_url(self) -> str | None:
+        """A fresh, empty database for one bot (None: SQLite, its file in the phase's directory)."""
+        if self.postgres is None:
+            return None
+        return self.postgres.url(self.postgres.create_database())
+
+    def server_pid(self) -> int | None:
+        """The postmaster's pid, whose process tree does the database's work (None on SQLite)."""
+        if self.postgres is None:
+            return None
+        return int((self.postgres.data / "postmaster.pid").read_text(encoding="utf-8").split()[0])
+
+
 async def set_up(
-    work: Path, *, open_limits: bool, raised: bool = False, profiling: Profiling | None = None
+    work: Path,
+    *,
+    open_limits: bool,
+    raised: bool = False,
+    profiling: Profiling | None = None,
+    store: Store | None = None,
 ) -> Setup:
     profiling = profiling or Profiling()
+    store = store or Store(None)
     synapse = SynapseServer(work / "synapse", open_rate_limits=open_limits)
     synapse.start()
     person_account = register_account(synapse, "person", admin=raised)
@@ -312,6 +359,10 @@ async def set_up(
         "READYBOT_MATRIX__PASSWORD": bot_account.password,
         "READYBOT_HTTP__HOOK_TOKENS__ALERTMANAGER": TOKEN,
     }
+    store_url = store.new_url()
+    if store_url is not None:
+        # A secret in production, so the environment, as a deployment passes it; store.path goes unused.
+        env["READYBOT_STORE__URL"] = store_url
     command = [sys.executable, "-m", "bot", "run", "-c", str(config)]
     if profiling.memory_dir is not None:
         # memray runs the module in its own process: the pid is still the bot's.
@@ -330,6 +381,7 @@ async def set_up(
         bot,
         work.name,
         profiling,
+        store.server_pid(),
     )
 
 
@@ -419,6 +471,9 @@ class BurstResult:
     median_after_answer_s: float | None = None
     # Seconds after the start -> (groups answered, groups visible, bot events seen) by then.
     timeline: list[tuple[float, int, int, int]] = field(default_factory=list)
+    # CPU seconds of the PostgreSQL server's processes during the burst (None on SQLite,
+    # whose work is the bot's own CPU).
+    db_cpu_s: float | None = None
 
 
 async def warm_up(setup: Setup, run: int, refill_s: float) -> None:
@@ -442,6 +497,7 @@ async def burst(setup: Setup, groups: int, run: int, concurrency: int = 20) -> B
     samples: list[tuple[float, int, int]] = []
     pid = setup.bot.pid
     rss_idle, cpu_before, rss_peak = rss_mib(pid), cpu_seconds(pid), 0.0
+    db_before = None if setup.db_pid is None else tree_cpu_seconds(setup.db_pid)
     cpu_dir = setup.profiling.cpu_dir
     spy = None if cpu_dir is None else CpuProfile(pid, cpu_dir / f"{setup.name}.txt")
     posting = asyncio.create_task(asyncio.to_thread(burst_in_process, setup.url, bodies, concurrency))
@@ -453,6 +509,7 @@ async def burst(setup: Setup, groups: int, run: int, concurrency: int = 20) -> B
         samples.append((time.perf_counter(), len(seen.first_seen), seen.events))
         rss_peak = max(rss_peak, rss_mib(pid))
     cpu = cpu_seconds(pid) - cpu_before
+    db_cpu = None if setup.db_pid is None or db_before is None else tree_cpu_seconds(setup.db_pid) - db_before
     if spy is not None:
         print(f"py-spy, bot during the {setup.name!r} burst ({spy.output}):\n{spy.stop()}")
     answers, began, answered = await posting
@@ -489,6 +546,7 @@ async def burst(setup: Setup, groups: int, run: int, concurrency: int = 20) -> B
         max(answered),
         median_lag,
         timeline,
+        db_cpu,
     )
 
 
@@ -528,49 +586,129 @@ def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"
 
 
-def report_table(latency: dict[str, list[float]] | None, bursts: dict[str, BurstResult]) -> None:
-    """Every phase in one table: one column per burst."""
-    rows: list[tuple[str, list[str]]] = [
-        ("groups (alerts posted 20 at a time)", [str(b.groups) for b in bursts.values()]),
-        (
-            "webhook answer p50 / p99",
-            [
-                f"{percentile(b.answers, 50):.1f} / {percentile(b.answers, 99):.1f} ms"
-                for b in bursts.values()
-            ],
+def _ratio(pg: float | None, lite: float | None) -> str:
+    """PostgreSQL's figure over SQLite's, as ``1.23x``; ``-`` where either is missing or SQLite's is 0."""
+    if pg is None or lite is None or lite == 0 or math.isnan(pg) or math.isnan(lite):
+        return "-"
+    return f"{pg / lite:.2f}x"
+
+
+def _store_cpu(b: BurstResult) -> float:
+    """CPU the bot and its store used: SQLite works inside the bot, PostgreSQL in its own processes too."""
+    return b.cpu_s + (b.db_cpu_s or 0.0)
+
+
+# The table's rows: name, a burst's cell, and PostgreSQL's over SQLite's ("" where no ratio means anything).
+Row = tuple[str, Callable[[BurstResult], str], Callable[[BurstResult, BurstResult], str]]
+
+
+def _seconds_row(name: str, value: Callable[[BurstResult], float | None]) -> Row:
+    """A row of seconds, and their ratio."""
+    return (name, lambda b: _seconds(value(b)), lambda pg, lite: _ratio(value(pg), value(lite)))
+
+
+ROWS: list[Row] = [
+    ("groups (alerts posted 20 at a time)", lambda b: str(b.groups), lambda pg, lite: ""),
+    (
+        "webhook answer p50 / p99",
+        lambda b: f"{percentile(b.answers, 50):.1f} / {percentile(b.answers, 99):.1f} ms",
+        lambda pg, lite: (
+            f"{_ratio(percentile(pg.answers, 50), percentile(lite.answers, 50))} / "
+            f"{_ratio(percentile(pg.answers, 99), percentile(lite.answers, 99))}"
         ),
-        (
-            "visible / lost / shown twice",
-            [f"{b.visible} / {b.groups - b.visible} / {b.duplicated}" for b in bursts.values()],
+    ),
+    (
+        "visible / lost / shown twice",
+        lambda b: f"{b.visible} / {b.groups - b.visible} / {b.duplicated}",
+        lambda pg, lite: "",
+    ),
+    _seconds_row("last group visible after", lambda b: b.last_visible_s),
+    _seconds_row("median group visible after", lambda b: b.median_visible_s),
+    _seconds_row("all webhooks answered after", lambda b: b.all_answered_s),
+    _seconds_row("median group visible after its 200", lambda b: b.median_after_answer_s),
+    ("messages / events", lambda b: f"{b.messages} / {b.events}", lambda pg, lite: ""),
+    ("bot CPU during the burst", lambda b: f"{b.cpu_s:.1f} s", lambda pg, lite: _ratio(pg.cpu_s, lite.cpu_s)),
+    (
+        "bot RSS idle / peak",
+        lambda b: f"{b.rss_idle_mib:.0f} / {b.rss_peak_mib:.0f} MiB",
+        lambda pg, lite: (
+            f"{_ratio(pg.rss_idle_mib, lite.rss_idle_mib)} / {_ratio(pg.rss_peak_mib, lite.rss_peak_mib)}"
         ),
-        ("last group visible after", [_seconds(b.last_visible_s) for b in bursts.values()]),
-        ("median group visible after", [_seconds(b.median_visible_s) for b in bursts.values()]),
-        ("all webhooks answered after", [_seconds(b.all_answered_s) for b in bursts.values()]),
-        ("median group visible after its 200", [_seconds(b.median_after_answer_s) for b in bursts.values()]),
-        ("messages / events", [f"{b.messages} / {b.events}" for b in bursts.values()]),
-        ("bot CPU during the burst", [f"{b.cpu_s:.1f} s" for b in bursts.values()]),
-        (
-            "bot RSS idle / peak",
-            [f"{b.rss_idle_mib:.0f} / {b.rss_peak_mib:.0f} MiB" for b in bursts.values()],
-        ),
-    ]
-    heads = list(bursts)
+    ),
+]
+# Shown only when a column is on PostgreSQL: there part of the store's work is the server's,
+# where SQLite's is inside the bot's own CPU.
+STORE_CPU_ROW: Row = (
+    "bot + database CPU",
+    lambda b: (
+        f"{b.cpu_s:.1f} s (SQLite is in the bot)"
+        if b.db_cpu_s is None
+        else f"{_store_cpu(b):.1f} s ({b.db_cpu_s:.1f} s server)"
+    ),
+    lambda pg, lite: _ratio(_store_cpu(pg), _store_cpu(lite)),
+)
+
+
+def table_columns(bursts: dict[str, dict[str, BurstResult]]) -> tuple[list[Row], dict[str, list[str]]]:
+    """The rows, and each column's head and cells: a column per burst, and PostgreSQL / SQLite where both ran.
+
+    On SQLite alone the heads are the phases' names, as before ``--store``.
+    """
+    results = [b for by_store in bursts.values() for b in by_store.values()]
+    rows = [*ROWS, STORE_CPU_ROW] if any(b.db_cpu_s is not None for b in results) else ROWS
+    columns: dict[str, list[str]] = {}
+    for phase, by_store in bursts.items():
+        for backend, result in by_store.items():
+            head = phase if list(by_store) == ["sqlite"] else f"{phase}: {STORES[backend]}"
+            columns[head] = [cell(result) for _, cell, _ in rows]
+        if set(by_store) == set(STORES):
+            pg, lite = by_store["postgresql"], by_store["sqlite"]
+            columns["PostgreSQL / SQLite"] = [ratio(pg, lite) for _, _, ratio in rows]
+    return rows, columns
+
+
+def report_table(
+    latencies: dict[str, dict[str, list[float]]], bursts: dict[str, dict[str, BurstResult]]
+) -> None:
+    """Every phase in one table: one column per burst and store, and the ratio where both stores ran."""
+    rows, columns = table_columns(bursts)
+    heads = list(columns)
     width = max(len(r[0]) for r in rows)
-    cols = [max(len(h), *(len(r[1][i]) for r in rows)) for i, h in enumerate(heads)]
+    cols = [max(len(h), *(len(cell) for cell in columns[h])) for h in heads]
     print()
     print(
         "| " + " | ".join(["".ljust(width), *(h.ljust(c) for h, c in zip(heads, cols, strict=True))]) + " |"
     )
     print("|" + "|".join("-" * (w + 2) for w in [width, *cols]) + "|")
-    for name, values in rows:
-        cells = [name.ljust(width), *(v.ljust(c) for v, c in zip(values, cols, strict=True))]
+    for n, (name, _, _) in enumerate(rows):
+        cells = [name.ljust(width), *(columns[h][n].ljust(c) for h, c in zip(heads, cols, strict=True))]
         print("| " + " | ".join(cells) + " |")
-    if latency is not None:
+    for backend, latency in latencies.items():
         answer, visible, bare = latency["answer"], latency["visible"], latency["bare"]
+        where = "" if list(latencies) == ["sqlite"] else f" on {STORES[backend]}"
         print(
-            f"latency, one group at a time (n={len(answer)}): answer p99 {percentile(answer, 99):.1f} ms, "
+            f"latency{where}, one group at a time (n={len(answer)}): "
+            f"answer p99 {percentile(answer, 99):.1f} ms, "
             f"visible p50 {percentile(visible, 50):.1f} ms, bare client p50 {percentile(bare, 50):.1f} ms"
         )
+
+
+@contextlib.contextmanager
+def stores_for(names: list[str]) -> Iterator[list[Store]]:
+    """The stores to run on, in order; a PostgreSQL is started (and removed after) only if asked for."""
+    with contextlib.ExitStack() as stack:
+        postgres = stack.enter_context(postgres_server()) if "postgresql" in names else None
+        yield [Store(None if name == "sqlite" else postgres) for name in names]
+
+
+def on_store(store: Store, stores: list[Store]) -> str:
+    """`` (PostgreSQL)`` after a title; nothing on SQLite alone, whose output is as before ``--store``."""
+    return "" if [s.backend for s in stores] == ["sqlite"] else f" ({STORES[store.backend]})"
+
+
+def phase_dir(work: Path, phase: str, store: Store) -> Path:
+    """A phase's directory; its name names the profiles (``raised.txt`` on SQLite, as before ``--store``)."""
+    return work / (phase if store.backend == "sqlite" else f"{phase}-{store.backend}")
 
 
 async def run(
@@ -580,40 +718,58 @@ async def run(
     limited_groups: int,
     work: Path,
     profiling: Profiling,
+    stores: list[Store],
 ) -> None:
-    bursts: dict[str, BurstResult] = {}
-    latencies: dict[str, list[float]] | None = None
-    if latency_count or burst_groups:
-        setup = await set_up(work / "open", open_limits=True, profiling=profiling)
+    bursts: dict[str, dict[str, BurstResult]] = {}
+    latencies: dict[str, dict[str, list[float]]] = {}
+    # Each phase on each store, one after the other: the two figures of a ratio are
+    # measured minutes apart, not an hour apart.
+    for store in stores if latency_count or burst_groups else []:
+        on = on_store(store, stores)
+        setup = await set_up(
+            phase_dir(work, "open", store), open_limits=True, profiling=profiling, store=store
+        )
         try:
             if latency_count:
-                latencies = await latency(setup, latency_count, run=1)
-                report_latency(latencies)
+                latencies[store.backend] = await latency(setup, latency_count, run=1)
+                if on:
+                    print(f"latency{on}:")
+                report_latency(latencies[store.backend])
             if burst_groups:
                 result = await burst(setup, burst_groups, run=2)
-                bursts["open limits, default budget"] = result
-                report_burst(f"burst of {burst_groups} groups, concurrency 20, open rate limits", result, 10)
+                bursts.setdefault("open limits, default budget", {})[store.backend] = result
+                title = f"burst of {burst_groups} groups, concurrency 20, open rate limits{on}"
+                report_burst(title, result, 10)
         finally:
             await tear_down(setup)
-    if raised_groups:
-        setup = await set_up(work / "raised", open_limits=False, raised=True, profiling=profiling)
+    for store in stores if raised_groups else []:
+        on = on_store(store, stores)
+        setup = await set_up(
+            phase_dir(work, "raised", store), open_limits=False, raised=True, profiling=profiling, store=store
+        )
         try:
             await warm_up(setup, run=5, refill_s=0.0)
             result = await burst(setup, raised_groups, run=6)
-            bursts["raised limits + budget"] = result
-            title = f"burst of {raised_groups} groups, concurrency 20, bot rate limit lifted, budget raised"
+            bursts.setdefault("raised limits + budget", {})[store.backend] = result
+            title = (
+                f"burst of {raised_groups} groups, concurrency 20, bot rate limit lifted, budget raised{on}"
+            )
             report_burst(title, result, 5)
         finally:
             await tear_down(setup)
-    if limited_groups:
-        setup = await set_up(work / "limited", open_limits=False, profiling=profiling)
+    for store in stores if limited_groups else []:
+        on = on_store(store, stores)
+        setup = await set_up(
+            phase_dir(work, "limited", store), open_limits=False, profiling=profiling, store=store
+        )
         try:
             # Synapse's rc_message refills 0.2/s: 6 s makes the burst of 10 whole again.
             await warm_up(setup, run=4, refill_s=6.0)
             result = await burst(setup, limited_groups, run=3)
-            bursts["default limits"] = result
+            bursts.setdefault("default limits", {})[store.backend] = result
             report_burst(
-                f"burst of {limited_groups} groups, concurrency 20, Synapse default rate limits for the bot",
+                f"burst of {limited_groups} groups, concurrency 20, "
+                f"Synapse default rate limits for the bot{on}",
                 result,
                 60,
             )
@@ -649,6 +805,13 @@ def main() -> None:
     parser.add_argument(
         "--bot-log", default="WARNING", choices=["DEBUG", "INFO", "WARNING"], help="the bot's log level"
     )
+    parser.add_argument(
+        "--store",
+        default="sqlite",
+        choices=["sqlite", "postgresql", "both"],
+        help="where the bot keeps its state: the SQLite file, a PostgreSQL started here (store.url), "
+        "or each phase on both with the ratio PostgreSQL / SQLite",
+    )
     parser.add_argument("--post-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.post_worker:
@@ -661,8 +824,9 @@ def main() -> None:
     TIMELINE, BOT_LOG_LEVEL = args.timeline, args.bot_log
     compile_bytecode()
     profiling = Profiling(cpu_dir=args.py_spy, memory_dir=args.memray)
-    with tempfile.TemporaryDirectory(prefix="readybot-bench-") as work:
-        asyncio.run(run(args.latency, args.burst, args.raised, args.limited, Path(work), profiling))
+    names = list(STORES) if args.store == "both" else [args.store]
+    with tempfile.TemporaryDirectory(prefix="readybot-bench-") as work, stores_for(names) as stores:
+        asyncio.run(run(args.latency, args.burst, args.raised, args.limited, Path(work), profiling, stores))
 
 
 if __name__ == "__main__":

@@ -28,12 +28,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import percentile  # noqa: E402
+from bench.common import percentile, postgres_server  # noqa: E402
 from bot.demo.kube.apiserver import FakeApiServer  # noqa: E402
 from bot.demo.synapse import SynapseServer  # noqa: E402
 from tests.integration.botprocess import BotProcess, http_status  # noqa: E402
 from tests.integration.people import register_account  # noqa: E402
-from tests.pgserver import PostgresServer, find_pg_bin  # noqa: E402
+from tests.pgserver import PostgresServer  # noqa: E402
 
 NAMESPACE = "readybot"
 
@@ -75,11 +75,11 @@ async def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
 
 
 async def run(kills: int, lease: dict[str, float], work: Path) -> list[float]:
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        sys.exit("PostgreSQL is not installed (apt-get install postgresql)")
-    postgres = PostgresServer(bin_dir, Path(tempfile.mkdtemp(prefix="readybot-pg-")))
-    postgres.start()
+    with postgres_server() as postgres:
+        return await run_on(postgres, kills, lease, work)
+
+
+async def run_on(postgres: PostgresServer, kills: int, lease: dict[str, float], work: Path) -> list[float]:
     synapse = SynapseServer(work / "synapse", open_rate_limits=True)
     synapse.start()
     server = FakeApiServer().start()
@@ -114,7 +114,6 @@ async def run(kills: int, lease: dict[str, float], work: Path) -> list[float]:
             bot.close()
         server.stop()
         synapse.stop()
-        postgres.stop()
 
 
 def _synced_since_start(bot: BotProcess) -> bool:

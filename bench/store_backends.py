@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import percentile  # noqa: E402
+from bench.common import percentile, postgres_server  # noqa: E402
 from bot.alertmanager.relay import AlertRelay  # noqa: E402
 from bot.alertmanager.render import AlertRenderer  # noqa: E402
 from bot.alertmanager.store import AlertGroupRepo  # noqa: E402
@@ -47,7 +47,6 @@ from bot.render.templates import Templates  # noqa: E402
 from bot.schema import MIGRATIONS  # noqa: E402
 from bot.store import AuditRepo, Database, KeyValueRepo  # noqa: E402
 from config.alertmanager import AlertmanagerSettings  # noqa: E402
-from tests.pgserver import PostgresServer, find_pg_bin  # noqa: E402
 
 ROOM = "!bench:example.org"
 CONCURRENCY = 20
@@ -137,13 +136,8 @@ async def relay_burst(db: Database, n: int) -> list[float]:
 
 
 async def run(n: int) -> None:
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        sys.exit("PostgreSQL is not installed (apt-get install postgresql)")
     work = Path(tempfile.mkdtemp(prefix="readybot-bench-"))
-    server = PostgresServer(bin_dir, Path(tempfile.mkdtemp(prefix="readybot-pg-")))
-    server.start()
-    try:
+    with postgres_server() as server:
         results: dict[str, Timings] = {}
         sqlite = await Database.open(work / "readybot.sqlite3", migrations=MIGRATIONS)
         try:
@@ -157,8 +151,6 @@ async def run(n: int) -> None:
             results["postgresql"] = await measure(postgres, n)
         finally:
             await postgres.close()
-    finally:
-        server.stop()
 
     print(f"store calls, n={n} each (ms per call: p50 / p99; total s)")
     print(f"{'call':<8} {'SQLite':>26} {'PostgreSQL':>26} {'p50 ratio':>10}")
