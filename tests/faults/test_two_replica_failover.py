@@ -16,18 +16,19 @@ person's E2EE client. The short lease durations of the integration file
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import psycopg
 import pytest
 from nio import Event, RoomMessageNotice
 
 from bot.demo.synapse import SynapseServer
+from bot.outbox.events import OUTBOX_KEY
 from tests.faults.alert_groups import RoomShowing, group_payload, new_run
 from tests.faults.approval_world import operation_writes
 from tests.integration.argo_world import Controller, edit_of, gated, in_thread_of, room_of
@@ -38,7 +39,6 @@ from tests.integration.people import Account, Person, PersonFactory
 from tests.integration.test_two_replicas import (
     SETTLE_S,
     TAKEOVER_BOUND_S,
-    TOKEN,
     post_like_alertmanager,
     readyz,
     start_replicas,
@@ -63,6 +63,36 @@ def audit_actions(url: str, prefix: str) -> list[str]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute("SELECT action FROM audit WHERE action LIKE %s ORDER BY id", (prefix + "%",))
         return [str(row[0]) for row in rows.fetchall()]
+
+
+def outbox_pending(url: str) -> tuple[int, int]:
+    """Rows pending in the shared store (of them, how many had begun sending)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT COUNT(*), COUNT(send_began_at) FROM outbox WHERE state = 'pending'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def outbox_sends_seen(person: Person, room: str, bot_user: str) -> list[tuple[int, str]]:
+    """(outbox row id, txn id) of every bot event the person's client decrypted in ``room``, with repeats.
+
+    One row is one send, except an edit superseded while on its way: it is
+    sent again with the newer content under a new txn id (``bot.outbox.producer``).
+    So a send shown twice is a pair seen twice.
+    """
+    seen: list[tuple[int, str]] = []
+    events: set[str] = set()
+    for room_id, event in person.received:
+        event_id = getattr(event, "event_id", None)
+        if room_id != room or getattr(event, "sender", None) != bot_user or event_id in events:
+            continue  # an event decrypted late is recorded again
+        events.add(str(event_id))
+        marker_ = getattr(event, "source", {}).get("content", {}).get(OUTBOX_KEY)
+        if isinstance(marker_, dict) and isinstance(marker_.get("id"), int):
+            seen.append((marker_["id"], str(marker_.get("txn"))))
+    return seen
 
 
 def distinct(person: Person, room: str, predicate: Any) -> int:
@@ -134,6 +164,8 @@ async def test_sigkill_of_the_leader_mid_burst_loses_and_repeats_no_alert_group(
     assert await first.kill() == -signal.SIGKILL
     killed = time.monotonic()
     answered_at_kill = len(answered)
+    # What the dead leader left: queued rows, and rows it had begun sending (the look-back's work).
+    pending_at_kill, begun_at_kill = await asyncio.to_thread(outbox_pending, url)
     took_over_s = await wait_takeover(second, killed)
     await posting
     posted_s = time.monotonic() - began
@@ -149,15 +181,26 @@ async def test_sigkill_of_the_leader_mid_burst_loses_and_repeats_no_alert_group(
         await asyncio.sleep(0.5)
     await asyncio.sleep(SETTLE_S)
     showing = RoomShowing.read(alice, room, bot_user, run)
+    sends = outbox_sends_seen(alice, room, bot_user)
+    lookups = {
+        outcome: await metric(second, f'readybot_outbox_resume_lookups_total{{outcome="{outcome}"}}')
+        for outcome in ("found", "absent")
+    }
 
     record_property("groups", GROUPS)
     record_property("answered_at_kill", answered_at_kill)
     record_property("takeover_s", round(took_over_s, 1))
+    record_property("pending_at_kill", pending_at_kill)
+    record_property("begun_at_kill", begun_at_kill)
+    record_property("looked_back_found", lookups["found"])
+    record_property("looked_back_absent", lookups["absent"])
     record_property("webhook_attempts", attempts)
     record_property("posting_s", round(posted_s, 1))
     record_property("all_shown_after_kill_s", round(shown_s, 1))
     record_property("lost", len(expected - showing.visible()))
     record_property("duplicated", len(showing.duplicated()))
+    record_property("events", len(sends))
+    record_property("outbox_rows", len({row for row, _ in sends}))
     record_property("messages", showing.messages)
     record_property("digests", showing.digests)
     assert answered == [200] * GROUPS, "every webhook was taken in the end"
@@ -166,6 +209,7 @@ async def test_sigkill_of_the_leader_mid_burst_loses_and_repeats_no_alert_group(
     assert expected - showing.visible() == set(), "no group lost"
     assert showing.duplicated() == set(), "no group shown twice"
     assert showing.early_edits == 0
+    assert len(sends) == len(set(sends)) >= showing.messages, "no send of an outbox row in the room twice"
 
 
 # -- 2. the leader dies around the Argo CD write ----------------------------------------
@@ -300,10 +344,8 @@ async def beat(urls: list[str], stop: asyncio.Event, taken: list[float]) -> None
         statuses = await post_like_alertmanager(urls, body, time.monotonic() + BEAT_S * 30)
         if statuses and statuses[-1] == 200:
             taken.append(time.monotonic())
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), BEAT_S)
-        except TimeoutError:
-            pass
 
 
 def is_alarm(bot_user: str) -> Any:

@@ -48,7 +48,7 @@ def replica_config(
     n: int,
     **sections: Any,
 ) -> dict[str, Any]:
-    """A replica's configuration (``sections`` add or replace parts); the store's URL goes in by the environment."""
+    """A replica's configuration (``sections`` add to or replace its parts); the store URL is in the env."""
     parts: dict[str, Any] = {
         "alertmanager": {"enabled": True, "default_rooms": [room]},
         "kubernetes": {"enabled": True, "in_cluster": False, "kubeconfig": str(kube.kubeconfig_path)},
