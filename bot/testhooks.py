@@ -8,8 +8,15 @@ nothing else moves; the test sees the line in the bot's output and kills it.
 A kill at "the send reached the homeserver, its answer not recorded" then
 lands there every time, whatever the machine's load, where a sleep would race.
 
-Points: ``outbox.sent`` (after the homeserver answered a send, before the
-row is recorded as sent; ``detail`` is the event's body).
+Points:
+
+- ``outbox.sent``: after the homeserver answered a send, before the row is
+  recorded as sent; ``detail`` is the event's body.
+- ``approvals.write``: an approved sync about to write its Argo CD
+  ``operation`` (the fence checked, nothing written); ``detail`` is the
+  approval id.
+- ``approvals.written``: the API server accepted that write, the request not
+  yet recorded as started; ``detail`` is the approval id.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ from bot.approvals.render import short
 from bot.approvals.store import ApprovalRecord, ApprovalRepo, Transition
 from bot.approvals.transitions import Transitions
 from bot.kube.errors import ClusterUnreachable, Conflict, KubeError, MissingCRD, NotFound
+from bot.testhooks import hold_point
 from config.approvals import ApprovalsSettings, GatedApp
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ class SyncRunner:
         )
         # Only the leader writes an operation: a replica that lost the lead stops here.
         await self._transitions.check_fence()
+        hold_point("approvals.write", record.id)
         try:
             await self._argo.patch(
                 record.namespace, record.application, operation_patch(view.resource_version, operation)
@@ -179,6 +181,7 @@ class SyncRunner:
         except KubeError as error:  # refused (403, 422, …): certainly not applied
             await self._abort(record, str(error))
             return True
+        hold_point("approvals.written", record.id)
         await self._mark_started(record)
         return True
 

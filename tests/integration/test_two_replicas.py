@@ -40,18 +40,21 @@ SETTLE_S = 3.0
 
 
 def replica_config(
-    synapse: SynapseServer, account: Account, tmp_path: Path, kube: KubeTarget, room: str, n: int
+    synapse: SynapseServer,
+    account: Account,
+    tmp_path: Path,
+    kube: KubeTarget,
+    room: str,
+    n: int,
+    **sections: Any,
 ) -> dict[str, Any]:
-    """A replica's configuration; the shared store's URL goes in through the environment."""
-    return bot_config(
-        synapse.base_url,
-        account,
-        tmp_path / f"replica-{n}",
-        [room],
-        alertmanager={"enabled": True, "default_rooms": [room]},
-        kubernetes={"enabled": True, "in_cluster": False, "kubeconfig": str(kube.kubeconfig_path)},
-        ha={"enabled": True, "namespace": kube.namespace, "identity": f"readybot-{n}", **LEASE},
-    )
+    """A replica's configuration (``sections`` add to or replace its parts); the store URL is in the env."""
+    parts: dict[str, Any] = {
+        "alertmanager": {"enabled": True, "default_rooms": [room]},
+        "kubernetes": {"enabled": True, "in_cluster": False, "kubeconfig": str(kube.kubeconfig_path)},
+        "ha": {"enabled": True, "namespace": kube.namespace, "identity": f"readybot-{n}", **LEASE},
+    } | sections
+    return bot_config(synapse.base_url, account, tmp_path / f"replica-{n}", [room], **parts)
 
 
 async def readyz(bot: BotProcess) -> tuple[int, str]:
@@ -103,10 +106,19 @@ async def start_replicas(
     kube: KubeTarget,
     tmp_path: Path,
     store_url: str,
+    *,
+    sections: dict[str, Any] | None = None,
+    first_env: dict[str, str] | None = None,
 ) -> tuple[BotProcess, BotProcess]:
-    """readybot-0 (leading) and readybot-1 (standing by, its first sync done), on one database."""
-    first = bot_process(replica_config(synapse, account, tmp_path, kube, room, 0), name="replica-0")
-    second = bot_process(replica_config(synapse, account, tmp_path, kube, room, 1), name="replica-1")
+    """readybot-0 (leading) and readybot-1 (standing by, its first sync done), on one database.
+
+    ``sections`` go into both configurations, ``first_env`` into readybot-0's
+    environment only (e.g. a test hold point for the leader).
+    """
+    extra = sections or {}
+    first = bot_process(replica_config(synapse, account, tmp_path, kube, room, 0, **extra), name="replica-0")
+    second = bot_process(replica_config(synapse, account, tmp_path, kube, room, 1, **extra), name="replica-1")
+    first.env.update(first_env or {})
     for bot in (first, second):
         bot.env["READYBOT_HTTP__HOOK_TOKENS__ALERTMANAGER"] = TOKEN
         # As a deployment passes it: from a Secret, in the environment.
