@@ -18,8 +18,10 @@ The decision on start (``plan``) is pure and tested on its own:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -55,6 +57,14 @@ from config.settings import MatrixSettings
 log = logging.getLogger(__name__)
 
 KEYS_KV = "matrix.cross_signing_keys"
+# Held while one process creates the identity, so that two replicas starting
+# together on a fresh store do not both create one (the second would find the
+# first's published keys without their private halves and stop with a conflict,
+# or overwrite them and leave the first's device signed by a dead key).
+CREATING_KV = "matrix.cross_signing_creating"
+_CREATION_POLL_S = 1.0
+# A claim older than this belongs to a process that died while creating.
+_CREATION_STALE_S = 30.0
 _SECRET_NAMES = {
     MASTER: "m.cross_signing.master",
     SELF_SIGNING: "m.cross_signing.self_signing",
@@ -128,22 +138,33 @@ class CrossSigningIdentity:
     async def ensure(self) -> IdentityStatus:
         """Make, recover or keep the identity, and make sure the current device is signed by it."""
         device_id = str(self._client.device_id)
-        query = await self.query([self._user])
-        published = published_identity(query, self._user)
-        stored = await self._stored_keys()
-        stored_master = None if stored is None else public_key(stored.master)
-        step = plan(
-            published.master,
-            stored_master,
-            recovery_key=self._settings.recovery_key is not None,
-            reset=self._settings.cross_signing.reset,
-        )
+        while True:
+            query = await self.query([self._user])
+            published = published_identity(query, self._user)
+            stored = await self._stored_keys()
+            stored_master = None if stored is None else public_key(stored.master)
+            step = plan(
+                published.master,
+                stored_master,
+                recovery_key=self._settings.recovery_key is not None,
+                reset=self._settings.cross_signing.reset,
+            )
+            if stored is not None or step not in (Step.CREATE, Step.CONFLICT):
+                break
+            # No keys in the store: is another replica creating them right now?
+            if await self._may_go_on(device_id, creating=step is Step.CREATE):
+                break
+            await asyncio.sleep(_CREATION_POLL_S)
         if step is Step.CONFLICT:
             raise IdentityConflict(CONFLICT_LINE.format(user=self._user, master=published.master))
         if step is Step.CREATE or step is Step.RESET:
             keys = CrossSigningKeys.generate()
-            await self._publish(keys, replacing=step is Step.RESET)
-            await self._keep(keys)
+            try:
+                await self._publish(keys, replacing=step is Step.RESET)
+                await self._keep(keys)
+            finally:
+                if step is Step.CREATE:
+                    await self._kv.delete(CREATING_KV)
             log.warning(
                 "cross-signing identity %s for %s (master key %s)",
                 "replaced" if step is Step.RESET else "created",
@@ -164,6 +185,27 @@ class CrossSigningIdentity:
             query = await self.query([self._user])
         signed = device_signed_by_owner(query, self._user, device_id)
         return IdentityStatus(device_id, signed, step, public_key(keys.master))
+
+    async def _may_go_on(self, device_id: str, *, creating: bool) -> bool:
+        """False while another process sharing the store creates the identity (then wait and look again).
+
+        ``creating``: we are about to create it, so take the claim ourselves;
+        otherwise (published keys we do not hold) go on to the conflict only
+        when nobody is creating.
+        """
+        claim = json.dumps({"device": device_id, "at": time.time()})
+        held = await self._kv.get(CREATING_KV)
+        if held is None:
+            return not creating or await self._kv.claim(CREATING_KV, claim)
+        try:
+            holder = json.loads(held)
+            stale = holder.get("device") == device_id or time.time() - float(holder["at"]) > _CREATION_STALE_S
+        except (ValueError, KeyError, TypeError):
+            stale = True
+        if not stale:
+            log.info("another replica is creating the cross-signing identity; waiting for its keys")
+            return False
+        return not creating or await self._kv.claim(CREATING_KV, claim, stale_if=held)
 
     # -- the keys we hold ------------------------------------------------
 

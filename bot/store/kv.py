@@ -25,3 +25,18 @@ class KeyValueRepo:
     async def delete(self, key: str, *, tx: Tx | None = None) -> None:
         async with self._db.transaction(tx) as conn:
             await conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+
+    async def claim(self, key: str, value: str, *, stale_if: str | None = None) -> bool:
+        """Set ``key`` only if it is absent, or still holds ``stale_if``; True when this call set it.
+
+        A compare-and-set for one process among several sharing the store
+        (two replicas): exactly one of them wins a claim.
+        """
+        async with self._db.transaction() as conn:
+            if stale_if is not None:
+                cursor = await conn.execute(
+                    "UPDATE kv SET value = ? WHERE key = ? AND value = ?", (value, key, stale_if)
+                )
+                return cursor.rowcount == 1
+            cursor = await conn.execute("INSERT OR IGNORE INTO kv (key, value) VALUES (?, ?)", (key, value))
+            return cursor.rowcount == 1

@@ -7,6 +7,7 @@ the signatures with the same code a client would need to trust the bot.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,14 @@ from typing import Any
 from nio import AsyncClient, LoginResponse
 
 from bot.demo.synapse import SynapseServer
+from bot.ha.replica import ReplicaKeyValue
+from bot.matrix.connection import MatrixConnection
 from bot.matrix.cross_signing import CrossSigningKeys, device_signed_by_owner, published_identity
-from bot.matrix.identity import raw_request
+from bot.matrix.identity import CREATING_KV, CrossSigningIdentity, Step, raw_request
+from bot.metrics import Metrics
+from bot.schema import MIGRATIONS
+from bot.store.database import Database
+from bot.store.kv import KeyValueRepo
 from tests.integration.botrunner import RunningBot, bot_config, bot_settings
 from tests.integration.fixtures import BotProcessFactory, ServeAlice
 from tests.integration.people import Account
@@ -179,3 +186,34 @@ async def test_command_needing_a_cross_signed_device_refuses_an_unsigned_one(
     entry = next(e for e in await runner.bot.audit.recent() if e.event_id == command)
     assert (entry.action, entry.outcome) == ("command:ping", "denied")
     assert (entry.sender_device, entry.cross_signed) == (alice.device_id, False)
+
+
+async def test_two_replicas_starting_together_make_one_identity_and_both_devices_are_signed(
+    synapse: SynapseServer, bot_account: Account, tmp_path: Path
+) -> None:
+    """Two replicas on one fresh store start at once: one identity is made, and it signs both devices."""
+    db = await Database.open(tmp_path / "shared.sqlite3", migrations=MIGRATIONS)
+    shared = KeyValueRepo(db)
+    connections: list[MatrixConnection] = []
+    try:
+        identities = []
+        for name in ("readybot-0", "readybot-1"):
+            settings = bot_settings(synapse.base_url, bot_account, tmp_path / name, [])
+            connection = MatrixConnection(settings.matrix, ReplicaKeyValue(db, name), Metrics())
+            connections.append(connection)
+            await connection.login()
+            identities.append(CrossSigningIdentity(connection.client, settings.matrix, shared))
+
+        statuses = await asyncio.gather(*(identity.ensure() for identity in identities))
+
+        assert len({status.master_key for status in statuses}) == 1
+        assert sorted(status.step for status in statuses) == sorted([Step.CREATE, Step.USE_STORED])
+        query = await published(connections[0].client, bot_account.user_id)
+        assert published_identity(query, bot_account.user_id).master == statuses[0].master_key
+        for status in statuses:
+            assert device_signed_by_owner(query, bot_account.user_id, status.device_id)
+        assert await shared.get(CREATING_KV) is None
+    finally:
+        for connection in connections:
+            await connection.close()
+        await db.close()
