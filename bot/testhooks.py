@@ -38,5 +38,7 @@ def hold_point(point: str, detail: str = "") -> None:
         return
     sys.stderr.write(f"readybot test hook: holding at {point}\n")
     sys.stderr.flush()
+    # Blocking on purpose: the whole process, event loop included, must stand
+    # still at this point (an asyncio sleep would let other tasks run on).
     while True:  # the test's SIGKILL ends this
         time.sleep(3600)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from bot.store.database import Database
 from bot.store.kv import KeyValueRepo
-from bot.store.tx import Tx
 
 
 class ReplicaKeyValue(KeyValueRepo):
@@ -19,11 +18,5 @@ class ReplicaKeyValue(KeyValueRepo):
         super().__init__(db)
         self._suffix = f"@{identity}"
 
-    async def get(self, key: str) -> str | None:
-        return await super().get(key + self._suffix)
-
-    async def set(self, key: str, value: str, *, tx: Tx | None = None) -> None:
-        await super().set(key + self._suffix, value, tx=tx)
-
-    async def delete(self, key: str, *, tx: Tx | None = None) -> None:
-        await super().delete(key + self._suffix, tx=tx)
+    def _key(self, key: str) -> str:
+        return key + self._suffix
